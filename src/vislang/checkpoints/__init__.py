@@ -1,0 +1,3 @@
+from .hf import load_weights, read_config, read_state_dict, write_checkpoint
+
+__all__ = ["load_weights", "read_config", "read_state_dict", "write_checkpoint"]

@@ -1,0 +1,228 @@
+"""Dataclass configs for every part, read from and written to Hugging Face config.json dicts.
+
+Field names follow the Hugging Face names so a reader can check one against the other.
+Keys a config does not use are kept in `extra` and written back, so a round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _split(cls, d: dict, skip: tuple = ()) -> tuple[dict, dict]:
+    """Split a dict into the keys `cls` declares and the rest."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    known = {k: v for k, v in d.items() if k in names and k not in skip}
+    extra = {k: v for k, v in d.items() if k not in names and k not in skip}
+    return known, extra
+
+
+def _plain(cfg) -> dict:
+    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "extra"}
+    return {**cfg.extra, **out}
+
+
+@dataclass
+class TextConfig:
+    """A Llama-family decoder: Llama, Mistral, Qwen2, SmolLM2."""
+
+    model_type: str = "llama"
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # {"rope_type": "linear", "factor": 2.0}, ...
+    attention_bias: bool = False  # Llama: bias on q, k, v and o
+    mlp_bias: bool = False
+    sliding_window: int | None = None  # Mistral
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
+        self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.attention_bias or self.model_type == "qwen2"
+
+    @property
+    def o_bias(self) -> bool:
+        return self.attention_bias and self.model_type != "qwen2"
+
+    @property
+    def window(self) -> int | None:
+        if self.model_type == "qwen2":
+            return None  # checked in from_hf: only full attention is supported
+        return self.sliding_window
+
+    @classmethod
+    def from_hf(cls, d: dict) -> TextConfig:
+        d = dict(d)
+        # transformers 5 keeps theta and scaling in one dict; older configs split them
+        rope = d.pop("rope_parameters", None)
+        if rope is not None:
+            rope = dict(rope)
+            d["rope_theta"] = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
+            d["rope_scaling"] = rope if rope.get("rope_type", "default") != "default" else None
+        if d.get("model_type") == "qwen2" and d.get("use_sliding_window"):
+            raise NotImplementedError("Qwen2 with use_sliding_window=true is not supported yet")
+        known, extra = _split(cls, d)
+        return cls(**known, extra=extra)
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        theta, scaling = d.pop("rope_theta"), d.pop("rope_scaling")
+        d["rope_parameters"] = {"rope_type": "default", **(scaling or {}), "rope_theta": theta}
+        if self.model_type == "qwen2":
+            d.pop("attention_bias")
+            d.pop("mlp_bias")
+        return d
+
+
+@dataclass
+class VisionConfig:
+    """A CLIP-style ViT."""
+
+    model_type: str = "clip_vision_model"
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_channels: int = 3
+    image_size: int = 224
+    patch_size: int = 32
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    projection_dim: int = 512
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @classmethod
+    def from_hf(cls, d: dict) -> VisionConfig:
+        known, extra = _split(cls, d)
+        return cls(**known, extra=extra)
+
+    def to_hf(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class ClipTextConfig:
+    """CLIP's text tower: a causal pre-LN transformer with learned positions, pooled at EOS."""
+
+    model_type: str = "clip_text_model"
+    vocab_size: int = 49408
+    hidden_size: int = 512
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    max_position_embeddings: int = 77
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    projection_dim: int = 512
+    bos_token_id: int | None = 49406
+    eos_token_id: int | None = 49407
+    pad_token_id: int | None = 1
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_hf(cls, d: dict) -> ClipTextConfig:
+        known, extra = _split(cls, d)
+        return cls(**known, extra=extra)
+
+    def to_hf(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class LlavaConfig:
+    """LLaVA 1.5 (`llava`) and LLaVA-NeXT (`llava_next`): ViT -> MLP projector -> decoder."""
+
+    model_type: str = "llava"
+    vision_config: VisionConfig = field(default_factory=VisionConfig)
+    text_config: TextConfig = field(default_factory=TextConfig)
+    image_token_index: int = 32000
+    projector_hidden_act: str = "gelu"
+    vision_feature_select_strategy: str = "default"
+    vision_feature_layer: int | list[int] = -2
+    multimodal_projector_bias: bool = True
+    image_grid_pinpoints: list[list[int]] | None = None  # llava_next only
+    tie_word_embeddings: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_feature_layers(self) -> int:
+        return 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
+
+    @classmethod
+    def from_hf(cls, d: dict) -> LlavaConfig:
+        d = dict(d)
+        if "image_token_id" in d and "image_token_index" not in d:
+            d["image_token_index"] = d.pop("image_token_id")
+        text = TextConfig.from_hf(d.pop("text_config", None) or {})
+        vision = VisionConfig.from_hf(d.pop("vision_config", None) or {})
+        known, extra = _split(cls, d)
+        if known.get("model_type") == "llava_next" and known.get("image_grid_pinpoints") is None:
+            known["image_grid_pinpoints"] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+        cfg = cls(**known, vision_config=vision, text_config=text, extra=extra)
+        cfg.tie_word_embeddings = cfg.tie_word_embeddings or text.tie_word_embeddings
+        return cfg
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        d["vision_config"] = self.vision_config.to_hf()
+        d["text_config"] = self.text_config.to_hf()
+        if self.model_type != "llava_next":
+            d.pop("image_grid_pinpoints")
+        return d
+
+
+@dataclass
+class ClipConfig:
+    """The CLIP dual encoder."""
+
+    model_type: str = "clip"
+    text_config: ClipTextConfig = field(default_factory=ClipTextConfig)
+    vision_config: VisionConfig = field(default_factory=VisionConfig)
+    projection_dim: int = 512
+    logit_scale_init_value: float = 2.6592
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_hf(cls, d: dict) -> ClipConfig:
+        d = dict(d)
+        text = ClipTextConfig.from_hf(d.pop("text_config", None) or {})
+        vision = VisionConfig.from_hf(d.pop("vision_config", None) or {})
+        known, extra = _split(cls, d)
+        return cls(**known, text_config=text, vision_config=vision, extra=extra)
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        d["text_config"] = self.text_config.to_hf()
+        d["vision_config"] = self.vision_config.to_hf()
+        return d
+
+
+def jsonable(d: Any) -> Any:
+    """Tuples to lists, recursively, for json.dump."""
+    if isinstance(d, dict):
+        return {k: jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [jsonable(v) for v in d]
+    return d

@@ -1,0 +1,3 @@
+from .projector import LinearProjector, MLPProjector
+
+__all__ = ["LinearProjector", "MLPProjector"]

@@ -1,0 +1,42 @@
+"""vislang.load: a checkpoint folder in, a ready model out, chosen by config.json's model_type."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .checkpoints import read_config
+from .errors import UnsupportedModelError, VislangError
+
+log = logging.getLogger(__name__)
+
+
+def load(path: str | Path | None = None, dtype: torch.dtype | None = None):
+    """Load a Hugging Face-format checkpoint folder: weights, tokenizer, chat template, image settings."""
+    from .models import MODEL_TYPES
+    from .processing import ImageTransform, Tokenizer, load_chat_template
+
+    if path is None:
+        raise VislangError("the default model is not built yet: pass a checkpoint folder to vislang.load(path)")
+    path = Path(path)
+    hf = read_config(path)
+    model_type = hf.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(MODEL_TYPES))}"
+        )
+    config_cls, model_cls = MODEL_TYPES[model_type]
+    model = model_cls.from_pretrained(path, config_cls.from_hf(hf), dtype=dtype)
+    if (path / "tokenizer.json").is_file():
+        model.tokenizer = Tokenizer.from_dir(path)
+    model.chat_template = load_chat_template(path)
+    image_size = model.cfg.vision_config.image_size
+    settings = {"size": {"shortest_edge": image_size}, "crop_size": {"height": image_size, "width": image_size}}
+    if (path / "preprocessor_config.json").is_file():
+        settings = json.loads((path / "preprocessor_config.json").read_text())
+    model.image_transform = ImageTransform.from_dict(settings)
+    log.info("loaded %s from %s (%.1fM parameters)", model_type, path, model.num_parameters / 1e6)
+    return model

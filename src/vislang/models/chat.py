@@ -1,0 +1,120 @@
+"""Generation and chat for the decoder VLMs: prompt building, image placement, decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import PromptTooLongError, VislangError
+from ..generation import SamplingParams, generate
+
+
+@dataclass
+class Reply:
+    """A chat answer: str(reply) is the text."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    usage: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def split_messages(messages: list[dict]) -> tuple[list, list[dict]]:
+    """Pull the image sources out of OpenAI/transformers-style messages.
+
+    Returns the images in order of appearance and the messages with each image part reduced to
+    {"type": "image"}, the form chat templates expect.
+    """
+    images, clean = [], []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str) or content is None:
+            clean.append({"role": m["role"], "content": content or ""})
+            continue
+        parts = []
+        for part in content:
+            kind = part.get("type")
+            if kind == "image":
+                src = part.get("image", part.get("url", part.get("path")))
+                if src is None:
+                    raise VislangError("an image part needs an 'image' (path, bytes, PIL image or array)")
+                images.append(src)
+                parts.append({"type": "image"})
+            elif kind == "text":
+                parts.append({"type": "text", "text": part.get("text", "")})
+            else:
+                raise VislangError(f"unknown message part type {kind!r}; use 'text' or 'image'")
+        clean.append({"role": m["role"], "content": parts})
+    return images, clean
+
+
+class ChatMixin:
+    """Needs: `language_model` (a Decoder), `tokenizer`, `chat_template`, `image_token_id`,
+    and `prepare_images(list[PIL.Image]) -> (model inputs, per-image token counts)`."""
+
+    def new_cache(self, batch: int, max_len: int):
+        return self.language_model.new_cache(batch, max_len)
+
+    def default_eos(self) -> list[int]:
+        ids = []
+        eos = self.language_model.cfg.eos_token_id
+        ids += [eos] if isinstance(eos, int) else list(eos or [])
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted(set(ids))
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+    ) -> torch.Tensor:
+        """New token ids [B, n] for a batch (left-padded when rows differ in length)."""
+        params = SamplingParams(max_new_tokens, do_sample, temperature, top_k, top_p, seed)
+        eos = self.default_eos() if eos_token_id is None else eos_token_id
+        extra = {"pixel_values": pixel_values, "image_sizes": image_sizes}
+        return generate(self, input_ids, attention_mask, params, eos, pad_token_id, **extra)
+
+    def build_prompt(self, messages: list[dict]) -> tuple[list[int], dict]:
+        """Token ids of the rendered conversation and the image inputs that go with them."""
+        from ..processing import FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
+
+        if self.tokenizer is None:
+            raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
+        sources, clean = split_messages(messages)
+        tok = self.tokenizer
+        specials = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
+        text = render_chat(self.chat_template or FALLBACK_CHAT_TEMPLATE, clean, add_generation_prompt=True,
+                           **specials)
+        inputs, counts = self.prepare_images([load_image(s) for s in sources]) if sources else ({}, [])
+        text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), counts)
+        # a template that writes BOS itself must not get a second one from the tokenizer
+        ids = tok.encode(text, add_special_tokens=not (tok.bos_token and text.startswith(tok.bos_token)))
+        return ids, inputs
+
+    def chat(self, messages: list[dict], max_new_tokens: int = 64, **sampling) -> Reply:
+        ids, inputs = self.build_prompt(messages)
+        context = self.language_model.cfg.max_position_embeddings
+        if len(ids) + max_new_tokens > context:
+            raise PromptTooLongError(
+                f"prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds the {context}-token context"
+            )
+        new = self.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, **inputs, **sampling)[0].tolist()
+        eos = set(self.default_eos())
+        end = next((i for i, t in enumerate(new) if t in eos), len(new))
+        text = self.tokenizer.decode(new[:end], skip_special_tokens=True).strip()
+        usage = {"prompt_tokens": len(ids), "completion_tokens": len(new[: end + 1]),
+                 "total_tokens": len(ids) + len(new[: end + 1])}
+        return Reply(text, new[:end], usage)

@@ -1,0 +1,102 @@
+"""LLaVA 1.5: CLIP-style ViT -> MLP projector -> Llama-family decoder, image features spliced
+into the token stream at the `<image>` placeholder positions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import LlavaConfig
+from ..connect import MLPProjector
+from ..errors import ImageTokenMismatchError
+from ..text import Decoder
+from ..vision import VisionTransformer
+from .chat import ChatMixin
+from .output import ModelOutput
+from .pretrained import PretrainedMixin
+
+
+class Llava(ChatMixin, PretrainedMixin, nn.Module):
+    ARCHITECTURE = "LlavaForConditionalGeneration"
+
+    def __init__(self, cfg: LlavaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = VisionTransformer(cfg.vision_config)
+        self.projector = MLPProjector(
+            cfg.vision_config.hidden_size * cfg.num_feature_layers,
+            cfg.text_config.hidden_size,
+            cfg.projector_hidden_act,
+            bias=cfg.multimodal_projector_bias,
+        )
+        self.language_model = Decoder(cfg.text_config)
+
+    @property
+    def image_token_id(self) -> int:
+        return self.cfg.image_token_index
+
+    def image_features(self, pixel_values: torch.Tensor, image_sizes=None) -> list[torch.Tensor]:
+        """One [N, D_text] tensor per image."""
+        feats = self.vision.select(
+            pixel_values, self.cfg.vision_feature_layer, self.cfg.vision_feature_select_strategy
+        )
+        return list(self.projector(feats))
+
+    def num_image_tokens(self, image_size_hw=None) -> int:
+        v = self.cfg.vision_config
+        return v.num_patches + (self.cfg.vision_feature_select_strategy == "full")
+
+    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
+        """PIL images -> model inputs and the feature count of each image."""
+        pixel_values = self.image_transform.batch(images)
+        return {"pixel_values": pixel_values}, [self.num_image_tokens()] * len(images)
+
+    def embed(
+        self, input_ids: torch.Tensor, image_features: list[torch.Tensor] | None, prompt: bool = True
+    ) -> torch.Tensor:
+        """Token embeddings with image features written over the placeholder positions.
+
+        While decoding (prompt=False) a sampled image-token id is an ordinary token, as in transformers.
+        """
+        embeds = self.language_model.embed_tokens(input_ids)  # [B, T, D]
+        if not prompt and image_features is None:
+            return embeds
+        slots = input_ids == self.image_token_id
+        n_slots = int(slots.sum())
+        n_feats = sum(f.shape[0] for f in image_features) if image_features else 0
+        if n_slots != n_feats:
+            raise ImageTokenMismatchError(
+                f"the prompt has {n_slots} image tokens but the images give {n_feats} features; "
+                "expand each <image> placeholder to exactly its image's feature count"
+            )
+        if n_feats == 0:
+            return embeds
+        feats = torch.cat(image_features).to(embeds.dtype)
+        return embeds.masked_scatter(slots[..., None], feats)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cache=None,
+        image_features: list[torch.Tensor] | None = None,
+        **unused,
+    ) -> ModelOutput:
+        if image_features is None and pixel_values is not None and pixel_values.numel() > 0:
+            image_features = self.image_features(pixel_values, image_sizes)
+        embeds = self.embed(input_ids, image_features, prompt=cache is None or cache.length == 0)
+        logits = self.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache
+        )
+        loss = None
+        if labels is not None:
+            # next-token loss; -100 marks positions that do not count (prompt, image, padding)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        return ModelOutput(logits=logits, loss=loss, image_features=image_features)

@@ -1,0 +1,33 @@
+"""Feed-forward blocks: the gated SwiGLU of Llama-style decoders and the plain two-layer MLP of ViTs."""
+
+import torch
+from torch import nn
+
+from .activations import get_activation
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(x)) * up(x)); with act=silu this is SwiGLU."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "silu", bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
+        self.up_proj = nn.Linear(dim, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+        self.act = get_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MLP(nn.Module):
+    """fc2(act(fc1(x))): CLIP's MLP and, with act=gelu, the GELU MLP."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", bias: bool = True, out_dim: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
+        self.act = get_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))

@@ -1,0 +1,82 @@
+"""The Llama-family decoder (Llama, Mistral, Qwen2, SmolLM2): pre-norm blocks, GQA, RoPE, SwiGLU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TextConfig
+from ..nn import Attention, GatedMLP, KVCache, RMSNorm, RotaryEmbedding, build_mask, positions_from_mask
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            qkv_bias=cfg.qkv_bias,
+            o_bias=cfg.o_bias,
+        )
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, bias=cfg.mlp_bias)
+
+    def forward(self, x, mask, rope, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), mask, rope, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """Token embeddings -> decoder layers -> final norm -> lm_head (optionally tied to the embeddings)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        if self.cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        p = self.embed_tokens.weight
+        c = self.cfg
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, max_len, p.dtype, p.device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits: bool = True,
+    ) -> torch.Tensor:
+        """Logits [B, T, V] (or final hidden states when logits=False) for the new tokens.
+
+        attention_mask covers the cached tokens and the new ones: [B, past + T], 1 = real token.
+        Without position_ids, positions count the real tokens of each row, so left padding is right.
+        """
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, T, D]
+        B, T, _ = x.shape
+        past = cache.length if cache is not None else 0
+        if attention_mask is None:
+            attention_mask = torch.ones(B, past + T, dtype=torch.long, device=x.device)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)[:, past:]
+        mask = build_mask(attention_mask, T, past + T, x.dtype, causal=True, window=self.cfg.window)
+        rope = self.rotary(position_ids, x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, rope, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        x = self.norm(x)
+        return self.lm_head(x) if logits else x
