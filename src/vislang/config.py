@@ -181,7 +181,9 @@ class LlavaConfig:
         if known.get("model_type") == "llava_next" and known.get("image_grid_pinpoints") is None:
             known["image_grid_pinpoints"] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
         cfg = cls(**known, vision_config=vision, text_config=text, extra=extra)
-        cfg.tie_word_embeddings = cfg.tie_word_embeddings or text.tie_word_embeddings
+        if cfg.model_type == "llava":
+            # llava (not llava_next) configs of old kept the flag in the text config only
+            cfg.tie_word_embeddings = cfg.tie_word_embeddings or text.tie_word_embeddings
         return cfg
 
     def to_hf(self) -> dict:

@@ -30,7 +30,7 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
             cfg.projector_hidden_act,
             bias=cfg.multimodal_projector_bias,
         )
-        self.language_model = Decoder(cfg.text_config)
+        self.language_model = Decoder(cfg.text_config, tie=cfg.tie_word_embeddings)
 
     @property
     def image_token_id(self) -> int:

