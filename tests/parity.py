@@ -30,7 +30,10 @@ def max_diff_real(a, b, mask):
 
 def greedy_pair(hf_model, vl_model, ids, mask, n=16, **images):
     gen = hf_model.generation_config
-    theirs = hf_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **images)
-    ours = vl_model.generate(ids, mask, max_new_tokens=n, eos_token_id=gen.eos_token_id,
-                             pad_token_id=gen.pad_token_id, **images)
-    return theirs[:, ids.shape[1]:], ours
+    theirs = hf_model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **images
+    )
+    ours = vl_model.generate(
+        ids, mask, max_new_tokens=n, eos_token_id=gen.eos_token_id, pad_token_id=gen.pad_token_id, **images
+    )
+    return theirs[:, ids.shape[1] :], ours

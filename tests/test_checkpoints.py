@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny import IMAGE_TOKEN, TEXT, VISION
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -18,9 +17,19 @@ from transformers import (
 
 import vislang
 from parity import max_diff_real, prompt_batch
+from tiny import IMAGE_TOKEN, TEXT, VISION
 
-CLIP_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100,
-                 max_position_embeddings=20, eos_token_id=99, bos_token_id=98, pad_token_id=0)
+CLIP_TEXT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    vocab_size=100,
+    max_position_embeddings=20,
+    eos_token_id=99,
+    bos_token_id=98,
+    pad_token_id=0,
+)
 
 
 def llava(text="llama_gqa"):
@@ -29,8 +38,12 @@ def llava(text="llama_gqa"):
 
 
 def llava_next():
-    cfg = LlavaNextConfig(text_config=TEXT["qwen2"], vision_config=VISION, image_token_index=IMAGE_TOKEN,
-                          image_grid_pinpoints=[[28, 56], [56, 28]])
+    cfg = LlavaNextConfig(
+        text_config=TEXT["qwen2"],
+        vision_config=VISION,
+        image_token_index=IMAGE_TOKEN,
+        image_grid_pinpoints=[[28, 56], [56, 28]],
+    )
     return LlavaNextForConditionalGeneration(cfg).eval()
 
 
@@ -69,7 +82,10 @@ def test_llava_next_round_trip(tmp_path):
     back, info = LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "b", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert torch.equal(back.model.image_newline, hf.model.image_newline)
-    assert json.loads((tmp_path / "b" / "config.json").read_text())["image_grid_pinpoints"] == [[28, 56], [56, 28]]
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["image_grid_pinpoints"] == [
+        [28, 56],
+        [56, 28],
+    ]
 
 
 def test_clip_round_trip(tmp_path):
@@ -80,8 +96,10 @@ def test_clip_round_trip(tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
     pixels = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
-        assert torch.equal(hf.get_image_features(pixel_values=pixels).pooler_output,
-                           back.get_image_features(pixel_values=pixels).pooler_output)
+        assert torch.equal(
+            hf.get_image_features(pixel_values=pixels).pooler_output,
+            back.get_image_features(pixel_values=pixels).pooler_output,
+        )
 
 
 def test_reads_every_llava_key_layout(tmp_path):

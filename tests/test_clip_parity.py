@@ -2,17 +2,27 @@
 
 import pytest
 import torch
-from tiny import VISION
 from transformers import CLIPConfig, CLIPModel
 
 from parity import save_and_load
+from tiny import VISION
 
 BOS, EOS = 98, 99
 
 
 def build(tmp_path, eos, act):
-    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100,
-                max_position_embeddings=20, eos_token_id=eos, bos_token_id=BOS, pad_token_id=0, hidden_act=act)
+    text = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=100,
+        max_position_embeddings=20,
+        eos_token_id=eos,
+        bos_token_id=BOS,
+        pad_token_id=0,
+        hidden_act=act,
+    )
     cfg = CLIPConfig(text_config=text, vision_config=dict(VISION, hidden_act=act), projection_dim=16)
     return save_and_load(CLIPModel(cfg), tmp_path)
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from tiny import IMAGE_TOKEN, TEXT, VISION
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 import vislang
 from parity import prompt_batch
+from tiny import IMAGE_TOKEN, TEXT, VISION
 
 
 @pytest.fixture(scope="module")

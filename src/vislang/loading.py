@@ -20,7 +20,9 @@ def load(path: str | Path | None = None, dtype: torch.dtype | None = None):
     from .processing import ImageTransform, Tokenizer, load_chat_template
 
     if path is None:
-        raise VislangError("the default model is not built yet: pass a checkpoint folder to vislang.load(path)")
+        raise VislangError(
+            "the default model is not built yet: pass a checkpoint folder to vislang.load(path)"
+        )
     path = Path(path)
     hf = read_config(path)
     model_type = hf.get("model_type")
@@ -34,7 +36,10 @@ def load(path: str | Path | None = None, dtype: torch.dtype | None = None):
         model.tokenizer = Tokenizer.from_dir(path)
     model.chat_template = load_chat_template(path)
     image_size = model.cfg.vision_config.image_size
-    settings = {"size": {"shortest_edge": image_size}, "crop_size": {"height": image_size, "width": image_size}}
+    settings = {
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+    }
     if (path / "preprocessor_config.json").is_file():
         settings = json.loads((path / "preprocessor_config.json").read_text())
     model.image_transform = ImageTransform.from_dict(settings)

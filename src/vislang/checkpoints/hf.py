@@ -76,7 +76,9 @@ def load_weights(model: torch.nn.Module, state: dict, tied: bool, source: str) -
         )
     for k, t in state.items():
         if tuple(t.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{source}: {k} has shape {tuple(t.shape)}, config says {tuple(expected[k].shape)}")
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(t.shape)}, config says {tuple(expected[k].shape)}"
+            )
     model.load_state_dict(state, strict=False, assign=True)
 
 

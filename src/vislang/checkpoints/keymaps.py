@@ -38,10 +38,17 @@ def _mount(hf_prefix: str, vl_prefix: str, inner: list[tuple[str, str]]) -> list
 
 def _llava_rules(next_: bool) -> list[tuple[str, str]]:
     rules = []
-    for vision_prefix in ("vision_tower.vision_model.", "model.vision_tower.vision_model.",
-                          "vision_tower.", "model.vision_tower."):
+    for vision_prefix in (
+        "vision_tower.vision_model.",
+        "model.vision_tower.vision_model.",
+        "vision_tower.",
+        "model.vision_tower.",
+    ):
         rules += _mount(vision_prefix, "vision.", _ENCODER)
-    for lm_prefix, head in (("language_model.model.", "language_model.lm_head."), ("model.language_model.", "lm_head.")):
+    for lm_prefix, head in (
+        ("language_model.model.", "language_model.lm_head."),
+        ("model.language_model.", "lm_head."),
+    ):
         rules += _mount(lm_prefix, "language_model.", _DECODER)
         rules.append((head, "language_model.lm_head."))
     for proj in ("multi_modal_projector.", "model.multi_modal_projector."):

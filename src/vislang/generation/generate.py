@@ -26,9 +26,15 @@ def generate(
     B, T = input_ids.shape
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    eos = torch.tensor([] if eos_token_id is None else
-                       [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
-                       dtype=torch.long, device=input_ids.device)
+    eos = torch.tensor(
+        []
+        if eos_token_id is None
+        else [eos_token_id]
+        if isinstance(eos_token_id, int)
+        else list(eos_token_id),
+        dtype=torch.long,
+        device=input_ids.device,
+    )
     pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if len(eos) else 0)
     generator = None
     if params.seed is not None:

@@ -25,7 +25,9 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def next_token(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """logits [B, V] -> token ids [B]."""
     if not p.do_sample:
         return logits.argmax(-1)

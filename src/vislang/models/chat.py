@@ -96,8 +96,9 @@ class ChatMixin:
         sources, clean = split_messages(messages)
         tok = self.tokenizer
         specials = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
-        text = render_chat(self.chat_template or FALLBACK_CHAT_TEMPLATE, clean, add_generation_prompt=True,
-                           **specials)
+        text = render_chat(
+            self.chat_template or FALLBACK_CHAT_TEMPLATE, clean, add_generation_prompt=True, **specials
+        )
         inputs, counts = self.prepare_images([load_image(s) for s in sources]) if sources else ({}, [])
         text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), counts)
         # a template that writes BOS itself must not get a second one from the tokenizer
@@ -109,12 +110,18 @@ class ChatMixin:
         context = self.language_model.cfg.max_position_embeddings
         if len(ids) + max_new_tokens > context:
             raise PromptTooLongError(
-                f"prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds the {context}-token context"
+                f"prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds "
+                f"the {context}-token context"
             )
-        new = self.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, **inputs, **sampling)[0].tolist()
+        new = self.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, **inputs, **sampling)[
+            0
+        ].tolist()
         eos = set(self.default_eos())
         end = next((i for i, t in enumerate(new) if t in eos), len(new))
         text = self.tokenizer.decode(new[:end], skip_special_tokens=True).strip()
-        usage = {"prompt_tokens": len(ids), "completion_tokens": len(new[: end + 1]),
-                 "total_tokens": len(ids) + len(new[: end + 1])}
+        usage = {
+            "prompt_tokens": len(ids),
+            "completion_tokens": len(new[: end + 1]),
+            "total_tokens": len(ids) + len(new[: end + 1]),
+        }
         return Reply(text, new[:end], usage)

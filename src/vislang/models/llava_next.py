@@ -44,13 +44,17 @@ class LlavaNext(Llava):
         self.image_newline = nn.Parameter(torch.zeros(cfg.text_config.hidden_size))
 
     def num_tiles(self, image_size_hw) -> int:
-        rows, cols = grid_shape(image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size)
+        rows, cols = grid_shape(
+            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
+        )
         return rows * cols + 1
 
     def num_image_tokens(self, image_size_hw) -> int:
         """Feature count for an image of (height, width): the size of its `<image>` expansion."""
         side = self.cfg.vision_config.image_size // self.cfg.vision_config.patch_size
-        rows, cols = grid_shape(image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size)
+        rows, cols = grid_shape(
+            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
+        )
         # unpad an empty [0, H, W] map: the same arithmetic as the features, without the compute
         grid = unpad(torch.empty(0, rows * side, cols * side), image_size_hw)
         return side * side + grid.shape[1] * (grid.shape[2] + 1)
@@ -66,13 +70,15 @@ class LlavaNext(Llava):
         return [self.pack(f, hw) for f, hw in zip(torch.split(feats, counts), image_sizes)]
 
     def pack(self, tiles: torch.Tensor, image_size_hw) -> torch.Tensor:
-        """[1 + rows*cols, N, D] tile features -> [tokens, D]: base view, then the unpadded grid row by row."""
+        """[1 + rows*cols, N, D] tile features -> [tokens, D]: base view, then the unpadded grid by rows."""
         base, tiles = tiles[0], tiles[1:]
         newline = self.image_newline.to(tiles.dtype)
         if tiles.shape[0] == 0:
             return torch.cat([base, newline[None]])
         side = self.cfg.vision_config.image_size // self.cfg.vision_config.patch_size
-        rows, cols = grid_shape(image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size)
+        rows, cols = grid_shape(
+            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
+        )
         D = tiles.shape[-1]
         grid = tiles.reshape(rows, cols, side, side, D).permute(4, 0, 2, 1, 3)  # [D, rows, side, cols, side]
         grid = unpad(grid.reshape(D, rows * side, cols * side), image_size_hw)  # [D, H, W]

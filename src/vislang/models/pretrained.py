@@ -47,7 +47,9 @@ class PretrainedMixin:
         if self.chat_template:
             (path / "chat_template.jinja").write_text(self.chat_template)
         if self.image_transform is not None:
-            (path / "preprocessor_config.json").write_text(json.dumps(self.image_transform.to_dict(), indent=2))
+            (path / "preprocessor_config.json").write_text(
+                json.dumps(self.image_transform.to_dict(), indent=2)
+            )
 
     @property
     def num_parameters(self) -> int:

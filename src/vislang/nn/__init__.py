@@ -10,6 +10,16 @@ from .norms import LayerNorm, RMSNorm
 from .rope import RotaryEmbedding, apply_rope
 
 __all__ = [
-    "Attention", "EncoderBlock", "GatedMLP", "KVCache", "LayerNorm", "MLP", "RMSNorm", "RotaryEmbedding",
-    "apply_rope", "build_mask", "get_activation", "positions_from_mask",
+    "Attention",
+    "EncoderBlock",
+    "GatedMLP",
+    "KVCache",
+    "LayerNorm",
+    "MLP",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "apply_rope",
+    "build_mask",
+    "get_activation",
+    "positions_from_mask",
 ]

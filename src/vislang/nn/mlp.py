@@ -23,7 +23,9 @@ class GatedMLP(nn.Module):
 class MLP(nn.Module):
     """fc2(act(fc1(x))): CLIP's MLP and, with act=gelu, the GELU MLP."""
 
-    def __init__(self, dim: int, hidden: int, act: str = "gelu", bias: bool = True, out_dim: int | None = None):
+    def __init__(
+        self, dim: int, hidden: int, act: str = "gelu", bias: bool = True, out_dim: int | None = None
+    ):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)

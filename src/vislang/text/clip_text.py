@@ -17,10 +17,9 @@ class TextEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         T = input_ids.shape[1]
-        if T > self.position_embedding.num_embeddings:
-            raise ValueError(
-                f"text of {T} tokens is longer than CLIP's {self.position_embedding.num_embeddings}-token context"
-            )
+        if self.position_embedding.num_embeddings < T:
+            limit = self.position_embedding.num_embeddings
+            raise ValueError(f"text of {T} tokens is longer than CLIP's {limit}-token context")
         return self.token_embedding(input_ids) + self.position_embedding.weight[:T]
 
 
@@ -30,8 +29,13 @@ class ClipTextTransformer(nn.Module):
         self.cfg = cfg
         self.embeddings = TextEmbeddings(cfg)
         self.layers = nn.ModuleList(
-            EncoderBlock(cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, cfg.hidden_act,
-                         cfg.layer_norm_eps)
+            EncoderBlock(
+                cfg.hidden_size,
+                cfg.num_attention_heads,
+                cfg.intermediate_size,
+                cfg.hidden_act,
+                cfg.layer_norm_eps,
+            )
             for _ in range(cfg.num_hidden_layers)
         )
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)

@@ -51,7 +51,9 @@ class Decoder(nn.Module):
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         p = self.embed_tokens.weight
         c = self.cfg
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, max_len, p.dtype, p.device)
+        return KVCache(
+            c.num_hidden_layers, batch, c.num_key_value_heads, c.head_dim, max_len, p.dtype, p.device
+        )
 
     def forward(
         self,

@@ -41,8 +41,13 @@ class VisionTransformer(nn.Module):
         self.embeddings = PatchEmbedding(cfg)
         self.pre_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(
-            EncoderBlock(cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, cfg.hidden_act,
-                         cfg.layer_norm_eps)
+            EncoderBlock(
+                cfg.hidden_size,
+                cfg.num_attention_heads,
+                cfg.intermediate_size,
+                cfg.hidden_act,
+                cfg.layer_norm_eps,
+            )
             for _ in range(cfg.num_hidden_layers)
         )
         self.post_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
