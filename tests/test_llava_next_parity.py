@@ -82,3 +82,44 @@ def test_full_strategy_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="default"):
         LlavaNext(cfg)
+
+
+def test_chat_prompt_equals_llava_next_processor(tmp_path):
+    from tiny import TEMPLATE, tokenizer_dir
+    from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor
+
+    import vislang
+
+    hf, _ = build(tmp_path)
+    fast = tokenizer_dir(tmp_path)
+    processor().save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").write_text(TEMPLATE)
+    vl = vislang.load(tmp_path)
+    theirs_proc = LlavaNextProcessor(
+        image_processor=processor(),
+        tokenizer=fast,
+        patch_size=VISION["patch_size"],
+        vision_feature_select_strategy="default",
+        chat_template=TEMPLATE,
+        num_additional_image_tokens=1,
+    )
+    pics = images([(40, 90), (100, 37)])
+    msg = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": pics[0]},
+                {"type": "image", "image": pics[1]},
+                {"type": "text", "text": "describe it ."},
+            ],
+        }
+    ]
+    text = theirs_proc.apply_chat_template(msg, add_generation_prompt=True, tokenize=False)
+    theirs = theirs_proc(images=pics, text=text, return_tensors="pt")
+    ids, inputs = vl.build_prompt(msg)
+    assert ids == theirs["input_ids"][0].tolist()
+    assert torch.equal(inputs["image_sizes"], theirs["image_sizes"])
+    assert float((inputs["pixel_values"] - theirs["pixel_values"]).abs().max()) <= 1e-6
+    reply = vl.chat(msg, max_new_tokens=8)
+    out = hf.generate(**theirs, max_new_tokens=8, do_sample=False)[0, theirs["input_ids"].shape[1] :].tolist()
+    assert reply.token_ids == (out[: out.index(2)] if 2 in out else out)

@@ -1,4 +1,8 @@
-"""Tiny random Hugging Face configs for parity tests, built in the test process (nothing downloaded)."""
+"""Tiny random Hugging Face configs and a tokenizer for parity tests, built in the test process
+(nothing downloaded)."""
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 VISION = dict(
     model_type="clip_vision_model",
@@ -73,3 +77,34 @@ TEXT = {
 IMAGE_TOKEN = 5
 PAD = 0
 EOS_NEVER = None
+
+
+WORDS = "USER ASSISTANT : what is in the picture ? a red circle blue square describe it . , hello".split()
+TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>\n{% else %}{{ p['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} {% else %}ASSISTANT: {{ m['content'] if m['content'] is string "
+    "else m['content'][0]['text'] }}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def tokenizer_dir(path):
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "\n": 4, "<image>": IMAGE_TOKEN}
+    for w in WORDS:
+        vocab.setdefault(w.lower(), len(vocab))
+        vocab.setdefault(w, len(vocab))
+    for i in range(len(vocab), 160):
+        vocab[f"w{i}"] = i
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    fast.save_pretrained(path)
+    return fast

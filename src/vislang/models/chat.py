@@ -89,20 +89,19 @@ class ChatMixin:
 
     def build_prompt(self, messages: list[dict]) -> tuple[list[int], dict]:
         """Token ids of the rendered conversation and the image inputs that go with them."""
-        from ..processing import FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
+        from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
 
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         sources, clean = split_messages(messages)
         tok = self.tokenizer
-        specials = {"bos_token": tok.bos_token or "", "eos_token": tok.eos_token or ""}
-        text = render_chat(
-            self.chat_template or FALLBACK_CHAT_TEMPLATE, clean, add_generation_prompt=True, **specials
-        )
+        template = self.chat_template or LLAVA_FALLBACK_CHAT_TEMPLATE
+        text = render_chat(template, clean, add_generation_prompt=True, special_tokens=tok.special_tokens)
         inputs, counts = self.prepare_images([load_image(s) for s in sources]) if sources else ({}, [])
         text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), counts)
         # a template that writes BOS itself must not get a second one from the tokenizer
-        ids = tok.encode(text, add_special_tokens=not (tok.bos_token and text.startswith(tok.bos_token)))
+        bos = tok.special_tokens.get("bos_token")
+        ids = tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
         return ids, inputs
 
     def chat(self, messages: list[dict], max_new_tokens: int = 64, **sampling) -> Reply:

@@ -8,27 +8,8 @@ import torch
 from torch import nn
 
 from ..config import LlavaConfig
-from ..processing.anyres import select_best_resolution
+from ..processing.anyres import anyres_batch, anyres_grid_shape, llava_next_num_image_tokens, unpad_slices
 from .llava import Llava
-
-
-def grid_shape(image_size_hw, pinpoints, tile: int) -> tuple[int, int]:
-    """(rows, cols) of tiles for an image of (height, width)."""
-    h, w = select_best_resolution(tuple(int(s) for s in image_size_hw), pinpoints)
-    return h // tile, w // tile
-
-
-def unpad(features: torch.Tensor, original_hw) -> torch.Tensor:
-    """Cut the rows or columns [D, H, W] that came from padding the image to the grid's aspect ratio."""
-    oh, ow = (int(s) for s in original_hw)
-    h, w = features.shape[1:]
-    if ow / oh > w / h:  # image wider than the grid: padding was added above and below
-        new_h = int(round(oh * (w / ow), 7))
-        pad = (h - new_h) // 2
-        return features[:, pad : h - pad, :]
-    new_w = int(round(ow * (h / oh), 7))
-    pad = (w - new_w) // 2
-    return features[:, :, pad : w - pad]
 
 
 class LlavaNext(Llava):
@@ -43,24 +24,23 @@ class LlavaNext(Llava):
         super().__init__(cfg)
         self.image_newline = nn.Parameter(torch.zeros(cfg.text_config.hidden_size))
 
-    def num_tiles(self, image_size_hw) -> int:
-        rows, cols = grid_shape(
-            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
-        )
-        return rows * cols + 1
+    def grid(self, image_size_hw) -> tuple[int, int]:
+        """(rows, cols) of tiles for an image of (height, width)."""
+        return anyres_grid_shape(image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size)
 
     def num_image_tokens(self, image_size_hw) -> int:
         """Feature count for an image of (height, width): the size of its `<image>` expansion."""
-        side = self.cfg.vision_config.image_size // self.cfg.vision_config.patch_size
-        rows, cols = grid_shape(
-            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
-        )
-        # unpad an empty [0, H, W] map: the same arithmetic as the features, without the compute
-        grid = unpad(torch.empty(0, rows * side, cols * side), image_size_hw)
-        return side * side + grid.shape[1] * (grid.shape[2] + 1)
+        v = self.cfg.vision_config
+        h, w = (int(s) for s in image_size_hw)
+        return llava_next_num_image_tokens(h, w, v.image_size, v.patch_size, self.cfg.image_grid_pinpoints, "default")
+
+    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
+        pixel_values, image_sizes = anyres_batch(images, self.image_transform, self.cfg.image_grid_pinpoints)
+        counts = [self.num_image_tokens(hw) for hw in image_sizes.tolist()]
+        return {"pixel_values": pixel_values, "image_sizes": image_sizes}, counts
 
     def image_features(self, pixel_values: torch.Tensor, image_sizes) -> list[torch.Tensor]:
-        counts = [self.num_tiles(hw) for hw in image_sizes]
+        counts = [r * c + 1 for r, c in map(self.grid, image_sizes)]
         if pixel_values.dim() == 5:  # [B, max_tiles, 3, H, W], tiles zero-padded per image
             pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, counts)])
         feats = self.vision.select(
@@ -72,15 +52,13 @@ class LlavaNext(Llava):
     def pack(self, tiles: torch.Tensor, image_size_hw) -> torch.Tensor:
         """[1 + rows*cols, N, D] tile features -> [tokens, D]: base view, then the unpadded grid by rows."""
         base, tiles = tiles[0], tiles[1:]
-        newline = self.image_newline.to(tiles.dtype)
-        if tiles.shape[0] == 0:
-            return torch.cat([base, newline[None]])
         side = self.cfg.vision_config.image_size // self.cfg.vision_config.patch_size
-        rows, cols = grid_shape(
-            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
-        )
+        rows, cols = self.grid(image_size_hw)
         D = tiles.shape[-1]
         grid = tiles.reshape(rows, cols, side, side, D).permute(4, 0, 2, 1, 3)  # [D, rows, side, cols, side]
-        grid = unpad(grid.reshape(D, rows * side, cols * side), image_size_hw)  # [D, H, W]
-        grid = torch.cat([grid, newline[:, None, None].expand(D, grid.shape[1], 1)], dim=-1)
+        grid = grid.reshape(D, rows * side, cols * side)
+        keep_rows, keep_cols = unpad_slices(image_size_hw, grid.shape[1:])
+        grid = grid[:, keep_rows, keep_cols]
+        newline = self.image_newline.to(grid.dtype)[:, None, None].expand(D, grid.shape[1], 1)
+        grid = torch.cat([grid, newline], dim=-1)  # a newline vector closes every row
         return torch.cat([base, grid.flatten(1).T])

@@ -1,0 +1,49 @@
+"""Expand each image placeholder in a prompt into as many copies as the image has features.
+
+The model swaps placeholder embeddings for image features one for one, so the counts must match
+exactly; a mismatch is refused here, where the message can still say what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vislang.errors import ImageTokenMismatchError
+
+
+def _check_counts(found: int, counts: Sequence[int], what: str) -> None:
+    if found != len(counts):
+        raise ImageTokenMismatchError(
+            f"the prompt has {found} {what} placeholder(s) but {len(counts)} image(s) were given; "
+            "put exactly one placeholder where each image goes"
+        )
+    negative = [c for c in counts if c < 0]
+    if negative:
+        raise ValueError(f"image feature counts must be >= 0, got {list(counts)}")
+
+
+def expand_image_tokens(text: str, image_token: str, counts: Sequence[int]) -> str:
+    """Replace the i-th `image_token` in `text` with `counts[i]` copies of it."""
+    if not image_token:
+        raise ValueError("image_token must be a non-empty string")
+    pieces = text.split(image_token)
+    _check_counts(len(pieces) - 1, counts, repr(image_token))
+    out = [pieces[0]]
+    for count, piece in zip(counts, pieces[1:]):
+        out.append(image_token * count)
+        out.append(piece)
+    return "".join(out)
+
+
+def expand_image_token_ids(ids: Sequence[int], image_token_id: int, counts: Sequence[int]) -> list[int]:
+    """The same on token ids, for tokenizers that keep the placeholder as one added token."""
+    found = sum(1 for i in ids if i == image_token_id)
+    _check_counts(found, counts, f"image token id {image_token_id}")
+    out: list[int] = []
+    images = iter(counts)
+    for token_id in ids:
+        if token_id == image_token_id:
+            out.extend([image_token_id] * next(images))
+        else:
+            out.append(token_id)
+    return out
