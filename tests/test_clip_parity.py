@@ -56,3 +56,43 @@ def test_features_and_logits_match(tmp_path, eos, act):
     assert float((theirs.logits_per_image - ours.logits_per_image).abs().max()) <= 1e-4
     assert float((theirs.logits_per_text - ours.logits_per_text).abs().max()) <= 1e-4
     assert float((theirs.text_embeds - ours.text_embeds).abs().max()) <= 1e-4
+
+
+def test_embed_images_and_texts(tmp_path):
+    """clip.embed on raw inputs equals transformers' processor + features, normalized."""
+    import numpy as np
+    from PIL import Image
+    from tiny import tokenizer_dir
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    import vislang
+
+    text = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=160,
+        max_position_embeddings=20,
+        eos_token_id=2,
+        bos_token_id=1,
+        pad_token_id=0,
+    )
+    hf = CLIPModel(CLIPConfig(text_config=text, vision_config=VISION, projection_dim=16)).eval()
+    hf.save_pretrained(tmp_path)
+    fast = tokenizer_dir(tmp_path)
+    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    images.save_pretrained(tmp_path)
+    vl = vislang.load(tmp_path)
+    pics = [
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (30 + i, 50, 3), dtype=np.uint8))
+        for i in range(2)
+    ]
+    words = ["a red circle", "a blue square describe it"]
+    out = vl.embed(images=pics, texts=words)
+    batch = fast(words, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        image = hf.get_image_features(**images(pics, return_tensors="pt")).pooler_output
+        txt = hf.get_text_features(**batch).pooler_output
+    assert float((out["image_embeds"] - torch.nn.functional.normalize(image, dim=-1)).abs().max()) <= 1e-4
+    assert float((out["text_embeds"] - torch.nn.functional.normalize(txt, dim=-1)).abs().max()) <= 1e-4

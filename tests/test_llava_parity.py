@@ -83,3 +83,18 @@ def test_cached_decoding_equals_uncached(tmp_path):
     ]
     cached = torch.cat([first, *steps], dim=1)
     assert max_diff_real(full, cached, mask) <= 1e-5
+
+
+def test_linear_projector_llava_1_0(tmp_path):
+    """LLaVA 1.0's single linear projector: transformers has none, so check the wiring by hand."""
+    hf, _ = build(tmp_path)
+    cfg = hf.config.to_dict()
+    from vislang.config import LlavaConfig as VLConfig
+    from vislang.models import Llava
+
+    vl = Llava(VLConfig.from_hf({**cfg, "projector_type": "linear"})).eval()
+    pixels = torch.randn(1, 3, 28, 28)
+    feats = vl.vision.select(pixels, -2, "default")
+    expected = feats @ vl.projector.linear_1.weight.T + vl.projector.linear_1.bias
+    assert torch.allclose(vl.image_features(pixels)[0], expected[0], atol=1e-6)
+    assert vl.cfg.to_hf()["projector_type"] == "linear"

@@ -159,6 +159,7 @@ class LlavaConfig:
     text_config: TextConfig = field(default_factory=TextConfig)
     image_token_index: int = 32000
     projector_hidden_act: str = "gelu"
+    projector_type: str = "mlp"  # "linear" is LLaVA 1.0; transformers only has the MLP
     vision_feature_select_strategy: str = "default"
     vision_feature_layer: int | list[int] = -2
     multimodal_projector_bias: bool = True
@@ -192,6 +193,8 @@ class LlavaConfig:
         d["text_config"] = self.text_config.to_hf()
         if self.model_type != "llava_next":
             d.pop("image_grid_pinpoints")
+        if self.projector_type == "mlp":
+            d.pop("projector_type")  # keep configs identical to what transformers writes
         return d
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LlavaConfig
-from ..connect import MLPProjector
+from ..connect import LinearProjector, MLPProjector
 from ..errors import ImageTokenMismatchError
 from ..text import Decoder
 from ..vision import VisionTransformer
@@ -24,12 +24,14 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision = VisionTransformer(cfg.vision_config)
-        self.projector = MLPProjector(
-            cfg.vision_config.hidden_size * cfg.num_feature_layers,
-            cfg.text_config.hidden_size,
-            cfg.projector_hidden_act,
-            bias=cfg.multimodal_projector_bias,
-        )
+        vision_dim = cfg.vision_config.hidden_size * cfg.num_feature_layers
+        text_dim, bias = cfg.text_config.hidden_size, cfg.multimodal_projector_bias
+        if cfg.projector_type == "linear":
+            self.projector = LinearProjector(vision_dim, text_dim, bias=bias)
+        elif cfg.projector_type == "mlp":
+            self.projector = MLPProjector(vision_dim, text_dim, cfg.projector_hidden_act, bias=bias)
+        else:
+            raise ValueError(f"projector_type must be 'mlp' or 'linear', got {cfg.projector_type!r}")
         self.language_model = Decoder(cfg.text_config, tie=cfg.tie_word_embeddings)
 
     @property

@@ -26,13 +26,17 @@ class LlavaNext(Llava):
 
     def grid(self, image_size_hw) -> tuple[int, int]:
         """(rows, cols) of tiles for an image of (height, width)."""
-        return anyres_grid_shape(image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size)
+        return anyres_grid_shape(
+            image_size_hw, self.cfg.image_grid_pinpoints, self.cfg.vision_config.image_size
+        )
 
     def num_image_tokens(self, image_size_hw) -> int:
         """Feature count for an image of (height, width): the size of its `<image>` expansion."""
         v = self.cfg.vision_config
         h, w = (int(s) for s in image_size_hw)
-        return llava_next_num_image_tokens(h, w, v.image_size, v.patch_size, self.cfg.image_grid_pinpoints, "default")
+        return llava_next_num_image_tokens(
+            h, w, v.image_size, v.patch_size, self.cfg.image_grid_pinpoints, "default"
+        )
 
     def prepare_images(self, images: list) -> tuple[dict, list[int]]:
         pixel_values, image_sizes = anyres_batch(images, self.image_transform, self.cfg.image_grid_pinpoints)
