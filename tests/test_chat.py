@@ -3,14 +3,13 @@ transformers' LlavaProcessor builds, and the reply equals transformers' greedy g
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from tiny import IMAGE_TOKEN, TEMPLATE, TEXT, VISION, tokenizer_dir
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava.processing_llava import LlavaProcessor
 
 import vislang
+from tiny import IMAGE_TOKEN, TEMPLATE, TEXT, VISION, tokenizer_dir
 
 
 @pytest.fixture(scope="module")

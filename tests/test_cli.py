@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 from PIL import Image
-from tiny import IMAGE_TOKEN, TEMPLATE, TEXT, VISION, tokenizer_dir
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 import vislang
+from tiny import IMAGE_TOKEN, TEMPLATE, TEXT, VISION, tokenizer_dir
 
 
 def run(*args):

@@ -62,10 +62,10 @@ def test_embed_images_and_texts(tmp_path):
     """clip.embed on raw inputs equals transformers' processor + features, normalized."""
     import numpy as np
     from PIL import Image
-    from tiny import tokenizer_dir
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     import vislang
+    from tiny import tokenizer_dir
 
     text = dict(
         hidden_size=32,

@@ -85,10 +85,10 @@ def test_full_strategy_is_refused(tmp_path):
 
 
 def test_chat_prompt_equals_llava_next_processor(tmp_path):
-    from tiny import TEMPLATE, tokenizer_dir
     from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor
 
     import vislang
+    from tiny import TEMPLATE, tokenizer_dir
 
     hf, _ = build(tmp_path)
     fast = tokenizer_dir(tmp_path)

@@ -79,13 +79,16 @@ PAD = 0
 EOS_NEVER = None
 
 
-WORDS = "USER ASSISTANT : what is in the picture ? a red circle blue square describe it . , hello".split()
+WORDS = (
+    "USER ASSISTANT : what is in the picture ? a red circle blue square describe it . , hello"
+).split(" ")
 TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
     "{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>\n{% else %}{{ p['text'] }}{% endif %}"
     "{% endfor %}{% endif %} {% else %}ASSISTANT: {{ m['content'] if m['content'] is string "
-    "else m['content'][0]['text'] }}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "else m['content'][0]['text'] }}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 
 
