@@ -79,9 +79,9 @@ PAD = 0
 EOS_NEVER = None
 
 
-WORDS = (
-    "USER ASSISTANT : what is in the picture ? a red circle blue square describe it . , hello"
-).split(" ")
+WORDS = ("USER ASSISTANT : what is in the picture ? a red circle blue square describe it . , hello").split(
+    " "
+)
 TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
