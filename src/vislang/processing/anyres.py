@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vislang.processing.image import load_image
+from vislang.processing.image import ImageSource, load_image
 from vislang.processing.transforms import ImageTransform
 
 Pinpoints = Sequence[Sequence[int]]
@@ -71,7 +71,7 @@ def base_size(transform: ImageTransform) -> tuple[int, int]:
 
 
 def anyres_preprocess(
-    image: Image.Image, transform: ImageTransform, pinpoints: Pinpoints
+    image: ImageSource, transform: ImageTransform, pinpoints: Pinpoints
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Return the overview plus tiles as [num_tiles, 3, H, W] and the original (height, width)."""
     if not isinstance(image, Image.Image) or image.mode != "RGB":
@@ -97,7 +97,7 @@ def anyres_preprocess(
 
 
 def anyres_batch(
-    images: Sequence[Image.Image], transform: ImageTransform, pinpoints: Pinpoints
+    images: Sequence[ImageSource], transform: ImageTransform, pinpoints: Pinpoints
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Preprocess a batch into pixel_values [B, max_tiles, 3, H, W] and image_sizes [B, 2] (long).
 

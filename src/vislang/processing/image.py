@@ -198,6 +198,8 @@ def _from_array(array: np.ndarray, max_pixels: int) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ImageError(f"array image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {tuple(array.shape)}")
     height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageError(f"array image is empty, shape {tuple(array.shape)}")
     _check_pixels(width, height, max_pixels)
     array = _array_to_uint8(array)
     # fromarray picks L, RGB or RGBA from the shape of a uint8 array.

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import AddedToken, decoders, pre_tokenizers, processors
+from tokenizers import AddedToken, decoders, pre_tokenizers
 from tokenizers import Tokenizer as BackendTokenizer
+
+from vislang.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class Tokenizer:
     def from_dir(cls, path: str | os.PathLike) -> Tokenizer:
         folder = Path(path)
         if not (folder / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"no tokenizer.json in {folder}")
+            raise CheckpointError(f"no tokenizer.json in {folder}; vislang reads fast-tokenizer folders only")
         config = _read_json(folder / "tokenizer_config.json")
         backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
         if config.get("tokenizer_class") in _LLAMA_CLASSES:
@@ -111,8 +113,6 @@ class Tokenizer:
         backend.no_padding()
         backend.no_truncation()
         backend.encode_special_tokens = bool(config.get("split_special_tokens", False))
-        if backend.post_processor is None:
-            backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
         return cls(backend, {k: str(v) for k, v in named.items()}, config)
 
     # --- ids and tokens ---
@@ -120,8 +120,8 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        ids = [int(i) for i in ids]
+    def decode(self, ids: int | Iterable[int], skip_special_tokens: bool = True) -> str:
+        ids = [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if self._cleanup and type(self.backend.model).__name__ != "BPE":
             # transformers' WordPiece-era cleanup; it refuses to apply it to BPE, and so do we.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vislang.processing.image import load_image
+from vislang.processing.image import ImageSource, load_image
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -145,9 +145,8 @@ class ImageTransform:
 
     def to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """Rescale and normalize an HxWx3 uint8 array into a float32 [3, H, W] tensor."""
-        x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(
-            2, 0, 1
-        )  # copy: PIL arrays are read-only
+        # np.array copies: arrays viewing PIL images are read-only, torch wants writable memory.
+        x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)
         if self.do_rescale:
             # float64 first, float32 after: the order that reproduces transformers bit for bit.
             x = (x.to(torch.float64) * self.rescale_factor).to(torch.float32)
@@ -159,7 +158,7 @@ class ImageTransform:
             x = (x - mean) / std
         return x.contiguous()
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: ImageSource) -> torch.Tensor:
         """Preprocess one image (a loaded RGB PIL image; anything else goes through load_image)."""
         if not isinstance(image, Image.Image) or image.mode != "RGB":
             image = load_image(image)
@@ -170,7 +169,7 @@ class ImageTransform:
             pixels = center_crop(pixels, self.crop_size["height"], self.crop_size["width"])
         return self.to_tensor(pixels)
 
-    def batch(self, images: Iterable[Image.Image]) -> torch.Tensor:
+    def batch(self, images: Iterable[ImageSource]) -> torch.Tensor:
         """Preprocess several images into [B, 3, H, W]; they must come out the same size (crop on)."""
         tensors = [self(image) for image in images]
         if not tensors:
