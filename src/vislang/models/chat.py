@@ -8,6 +8,7 @@ import torch
 
 from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams, generate
+from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
 
 
 @dataclass
@@ -89,8 +90,6 @@ class ChatMixin:
 
     def build_prompt(self, messages: list[dict]) -> tuple[list[int], dict]:
         """Token ids of the rendered conversation and the image inputs that go with them."""
-        from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
-
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         sources, clean = split_messages(messages)

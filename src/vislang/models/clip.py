@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ClipConfig
+from ..processing import load_image
 from ..text import ClipTextTransformer
 from ..vision import VisionTransformer
 from .pretrained import PretrainedMixin
@@ -54,8 +55,6 @@ class Clip(PretrainedMixin, nn.Module):
     @torch.inference_mode()
     def embed(self, images=None, texts=None) -> dict[str, torch.Tensor]:
         """Unit-norm embeddings of images (paths, bytes, PIL, arrays) and texts (strings)."""
-        from ..processing import load_image
-
         out = {}
         if images:
             pixels = self.image_transform.batch([load_image(im) for im in images])
