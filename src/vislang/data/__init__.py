@@ -1,0 +1,1 @@
+"""Data: the generated visual world, real image datasets, and the file formats training reads."""
