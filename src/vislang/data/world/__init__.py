@@ -12,7 +12,8 @@ import importlib
 
 from .sample import SPLITS, Sample, WorldConfig, sample_rng
 
-# family -> "module:function"; each function is make(rng, cfg) -> Sample (identity fields left default)
+# family -> "module:function"; each is make(rng, cfg, split) -> Sample (identity fields left default);
+# generated families ignore the split (their streams are apart already), real datasets pick theirs
 FAMILIES = {
     "scene": "vislang.data.world.scene_family:make",
     "text": "vislang.data.world.text_family:make",
@@ -37,7 +38,7 @@ def generate_sample(
 ) -> Sample:
     """Sample `index` of the stream (family, split, seed): the same arguments give the same bytes."""
     rng = sample_rng(family, split, seed, index)
-    sample = family_maker(family)(rng, cfg or WorldConfig())
+    sample = family_maker(family)(rng, cfg or WorldConfig(), split)
     return dataclasses.replace(sample, family=family, split=split, seed=seed, index=index)
 
 
