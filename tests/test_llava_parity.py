@@ -98,3 +98,15 @@ def test_linear_projector_llava_1_0(tmp_path):
     expected = feats @ vl.projector.linear_1.weight.T + vl.projector.linear_1.bias
     assert torch.allclose(vl.image_features(pixels)[0], expected[0], atol=1e-6)
     assert vl.cfg.to_hf()["projector_type"] == "linear"
+
+
+def test_loss_with_labels_matches(tmp_path):
+    hf, vl = build(tmp_path)
+    ids, mask = prompt_batch([16, 16])
+    labels = ids.masked_fill(ids == IMAGE_TOKEN, -100)
+    labels[:, :8] = -100  # prompt tokens do not count
+    pixels = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
+        ours = vl(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
+    assert abs(float(theirs) - float(ours)) <= 1e-5

@@ -41,7 +41,9 @@ def generate(
         generator = torch.Generator(device=input_ids.device).manual_seed(params.seed)
 
     cache = model.new_cache(B, T + params.max_new_tokens)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **model_inputs).logits
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, cache=cache, last_only=True, **model_inputs
+    ).logits
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     out = []
     for step in range(params.max_new_tokens):

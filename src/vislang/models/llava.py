@@ -87,13 +87,18 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
         labels: torch.Tensor | None = None,
         cache=None,
         image_features: list[torch.Tensor] | None = None,
+        last_only: bool = False,
         **unused,
     ) -> ModelOutput:
         if image_features is None and pixel_values is not None and pixel_values.numel() > 0:
             image_features = self.image_features(pixel_values, image_sizes)
         embeds = self.embed(input_ids, image_features, prompt=cache is None or cache.length == 0)
         logits = self.language_model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, cache=cache
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            last_only=last_only,
         )
         loss = None
         if labels is not None:

@@ -63,11 +63,13 @@ class Decoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         logits: bool = True,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Logits [B, T, V] (or final hidden states when logits=False) for the new tokens.
 
         attention_mask covers the cached tokens and the new ones: [B, past + T], 1 = real token.
         Without position_ids, positions count the real tokens of each row, so left padding is right.
+        last_only: project only the last position (all generation needs from a prefill).
         """
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, T, D]
         B, T, _ = x.shape
@@ -82,5 +84,5 @@ class Decoder(nn.Module):
             x = layer(x, mask, rope, cache, i)
         if cache is not None:
             cache.advance(T)
-        x = self.norm(x)
+        x = self.norm(x[:, -1:] if last_only else x)
         return self.lm_head(x) if logits else x

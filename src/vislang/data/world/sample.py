@@ -17,7 +17,7 @@ class WorldConfig:
 
     width: int = 224
     height: int = 224
-    paraphrase: bool = False  # training switch: ask with a random paraphrase instead of the canonical template
+    paraphrase: bool = False  # training switch: ask a random paraphrase, not the canonical template
     qtypes: tuple[str, ...] | None = None  # restrict to these question types (None: the family's own mix)
 
     def __post_init__(self):
