@@ -1,8 +1,8 @@
 """The visual world of world-spec.md: families of generated images with exact ground truth.
 
-    from vislang.data.world import generate_sample
-    s = generate_sample("scene", "train", seed=0, index=7)
-    s.images[0], s.question, s.answer, s.objects, s.probes
+from vislang.data.world import generate_sample
+s = generate_sample("scene", "train", seed=0, index=7)
+s.images[0], s.question, s.answer, s.objects, s.probes
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ def family_maker(family: str):
     return getattr(importlib.import_module(module), name)
 
 
-def generate_sample(
-    family: str, split: str, seed: int, index: int, cfg: WorldConfig | None = None
-) -> Sample:
+def generate_sample(family: str, split: str, seed: int, index: int, cfg: WorldConfig | None = None) -> Sample:
     """Sample `index` of the stream (family, split, seed): the same arguments give the same bytes."""
     rng = sample_rng(family, split, seed, index)
     sample = family_maker(family)(rng, cfg or WorldConfig(), split)

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from . import document_render as dr
+from .render import format_box, normalized_box
 from .sample import Sample, WorldConfig
 from .ui_render import Widget, WindowStyle, window_marks
 
@@ -53,12 +54,6 @@ FLOOR = 3
 
 def pick(rng: np.random.Generator, options: list):
     return options[int(rng.integers(len(options)))]
-
-
-def box_to_1000(box: list[int], width: int, height: int) -> list[int]:
-    """Pixel box -> world-spec section 2's 0..1000 grid: pixel / size * 1000, halves rounded up."""
-    sizes = (width, height, width, height)
-    return [(2000 * v + size) // (2 * size) for v, size in zip(box, sizes)]
 
 
 def plan_rows(widgets: list[Widget], group_buttons: bool) -> list[list[Widget]]:
@@ -155,7 +150,7 @@ def make(rng: np.random.Generator, cfg: WorldConfig, split: str) -> Sample:
     meta["font_size"] = size
     asked = next(wd for wd in widgets if wd.index == target)
     if qtype == "ground_button":
-        answer = "[{}, {}, {}, {}]".format(*box_to_1000(boxes[f"w{target}"], cfg.width, cfg.height))
+        answer = format_box(normalized_box(boxes[f"w{target}"], cfg.width, cfg.height))
     else:
         answer = "yes" if asked.checked else "no"
     templates = QUESTIONS[qtype]
