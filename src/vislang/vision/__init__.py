@@ -1,3 +1,4 @@
+from .mobilenet import MobileNetV2
 from .vit import VisionTransformer
 
-__all__ = ["VisionTransformer"]
+__all__ = ["MobileNetV2", "VisionTransformer"]
