@@ -9,26 +9,29 @@ from pathlib import Path
 import torch
 
 from .checkpoints import read_config
-from .errors import UnsupportedModelError, VislangError
+from .errors import UnsupportedModelError
 
 log = logging.getLogger(__name__)
 
 
 def load(path: str | Path | None = None, dtype: torch.dtype | None = None):
-    """Load a Hugging Face-format checkpoint folder: weights, tokenizer, chat template, image settings."""
+    """Load a Hugging Face-format checkpoint folder (weights, tokenizer, chat template, image settings),
+    or with no path the default model, assembled from the installed tower packages."""
     from .models import MODEL_TYPES
+    from .models.default import load_default
     from .processing import ImageTransform, Tokenizer, load_chat_template
 
     if path is None:
-        raise VislangError(
-            "the default model is not built yet: pass a checkpoint folder to vislang.load(path)"
-        )
+        return load_default()
     path = Path(path)
     hf = read_config(path)
     model_type = hf.get("model_type")
+    if model_type == "vislang_default":
+        return load_default(path)
     if model_type not in MODEL_TYPES:
+        supported = ", ".join(sorted([*MODEL_TYPES, "vislang_default"]))
         raise UnsupportedModelError(
-            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(MODEL_TYPES))}"
+            f"{path}: model_type {model_type!r} is not supported; supported: {supported}"
         )
     config_cls, model_cls = MODEL_TYPES[model_type]
     model = model_cls.from_pretrained(path, config_cls.from_hf(hf), dtype=dtype)

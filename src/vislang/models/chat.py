@@ -103,6 +103,34 @@ class ChatMixin:
         ids = tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
         return ids, inputs
 
+    def training_batch(self, examples: list[tuple[list[dict], str]]) -> dict:
+        """(messages, answer) pairs -> a right-padded batch whose labels cover only the answers.
+
+        Each answer ends with the end-of-turn token, so the model learns to stop.
+        """
+        rows, images = [], []
+        end = self.tokenizer.eos_token_id
+        for messages, answer in examples:
+            ids, inputs = self.build_prompt(messages)
+            target = self.tokenizer.encode(answer, add_special_tokens=False) + [end]
+            rows.append((ids + target, [-100] * len(ids) + target))
+            images.append(inputs)
+        T = max(len(ids) for ids, _ in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else end
+        input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
+        labels = torch.full((len(rows), T), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for i, (ids, lab) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, : len(lab)] = torch.tensor(lab)
+            mask[i, : len(ids)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        for key in ("pixel_values", "image_sizes"):
+            parts = [inp[key] for inp in images if key in inp]
+            if parts:
+                batch[key] = torch.cat(parts)
+        return batch
+
     def chat(self, messages: list[dict], max_new_tokens: int = 64, **sampling) -> Reply:
         ids, inputs = self.build_prompt(messages)
         context = self.language_model.cfg.max_position_embeddings

@@ -9,12 +9,12 @@ from torch import nn
 
 from ..config import LlavaConfig
 from ..connect import LinearProjector, MLPProjector
-from ..errors import ImageTokenMismatchError
 from ..text import Decoder
 from ..vision import VisionTransformer
 from .chat import ChatMixin
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
+from .splice import splice_image_features
 
 
 class Llava(ChatMixin, PretrainedMixin, nn.Module):
@@ -54,28 +54,9 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
         pixel_values = self.image_transform.batch(images)
         return {"pixel_values": pixel_values}, [self.num_image_tokens()] * len(images)
 
-    def embed(
-        self, input_ids: torch.Tensor, image_features: list[torch.Tensor] | None, prompt: bool = True
-    ) -> torch.Tensor:
-        """Token embeddings with image features written over the placeholder positions.
-
-        While decoding (prompt=False) a sampled image-token id is an ordinary token, as in transformers.
-        """
+    def embed(self, input_ids, image_features, prompt: bool = True) -> torch.Tensor:
         embeds = self.language_model.embed_tokens(input_ids)  # [B, T, D]
-        if not prompt and image_features is None:
-            return embeds
-        slots = input_ids == self.image_token_id
-        n_slots = int(slots.sum())
-        n_feats = sum(f.shape[0] for f in image_features) if image_features else 0
-        if n_slots != n_feats:
-            raise ImageTokenMismatchError(
-                f"the prompt has {n_slots} image tokens but the images give {n_feats} features; "
-                "expand each <image> placeholder to exactly its image's feature count"
-            )
-        if n_feats == 0:
-            return embeds
-        feats = torch.cat(image_features).to(embeds.dtype)
-        return embeds.masked_scatter(slots[..., None], feats)
+        return splice_image_features(embeds, input_ids, self.image_token_id, image_features, prompt)
 
     def forward(
         self,

@@ -1,0 +1,45 @@
+"""Placing image features at the image-placeholder positions of a token sequence."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ImageTokenMismatchError
+
+
+def splice_image_features(
+    embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    image_token_id: int,
+    image_features: list[torch.Tensor] | None,
+    prompt: bool = True,
+) -> torch.Tensor:
+    """embeds [B, T, D] with the rows at image tokens replaced by the features, in order.
+
+    While decoding (prompt=False) a sampled image-token id is an ordinary token, as in transformers.
+    """
+    if not prompt and image_features is None:
+        return embeds
+    slots = input_ids == image_token_id
+    n_slots = int(slots.sum())
+    n_feats = sum(f.shape[0] for f in image_features) if image_features else 0
+    if n_slots != n_feats:
+        raise ImageTokenMismatchError(
+            f"the prompt has {n_slots} image tokens but the images give {n_feats} features; "
+            "expand each <image> placeholder to exactly its image's feature count"
+        )
+    if n_feats == 0:
+        return embeds
+    feats = torch.cat(image_features).to(embeds.dtype)
+    return embeds.masked_scatter(slots[..., None], feats)
+
+
+def answer_loss(lm_head, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over the positions whose label is not -100.
+
+    Only those positions go through the vocabulary projection: with answer-only labels that is a few
+    tokens a sample, where the projection of every position would cost more than the rest of a step.
+    """
+    keep = labels[:, 1:] != -100  # [B, T-1]
+    logits = lm_head(hidden[:, :-1][keep])  # [N, V]
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
