@@ -1,4 +1,4 @@
-"""The `vislang` command line: info, chat, world."""
+"""The `vislang` command line: info, chat, world, eval."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 
 from .data.cli import add_world_parser
 from .data.real import FASHION_DIR
+from .eval.cli import add_eval_parser
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
 ASSETS = [
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=cmd_chat)
 
     add_world_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
