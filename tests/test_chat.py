@@ -117,3 +117,13 @@ def test_corrupt_image_in_chat(setup):
     _, vl, _, _ = setup
     with pytest.raises(vislang.ImageError):
         vl.chat(conversation(b"\x89PNG\r\n\x1a\n garbage"), max_new_tokens=2)
+
+
+def test_chat_batch_equals_one_by_one(setup):
+    _, vl, _, _ = setup
+    convs = [conversation(picture(i, size=(30 + 7 * i, 40))) for i in range(3)]
+    convs.append([{"role": "user", "content": "hello"}])  # a row without an image, shorter prompt
+    batched = vl.chat_batch(convs, max_new_tokens=8)
+    single = [vl.chat(c, max_new_tokens=8) for c in convs]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+    assert [r.usage for r in batched] == [r.usage for r in single]

@@ -132,22 +132,36 @@ class ChatMixin:
         return batch
 
     def chat(self, messages: list[dict], max_new_tokens: int = 64, **sampling) -> Reply:
-        ids, inputs = self.build_prompt(messages)
+        return self.chat_batch([messages], max_new_tokens, **sampling)[0]
+
+    def chat_batch(self, conversations: list[list[dict]], max_new_tokens: int = 64, **sampling):
+        """Several conversations decoded together, left-padded into one batch: a list of Reply."""
+        prompts = [self.build_prompt(messages) for messages in conversations]
         context = self.language_model.cfg.max_position_embeddings
-        if len(ids) + max_new_tokens > context:
-            raise PromptTooLongError(
-                f"prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds "
-                f"the {context}-token context"
-            )
-        new = self.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, **inputs, **sampling)[
-            0
-        ].tolist()
+        for ids, _ in prompts:
+            if len(ids) + max_new_tokens > context:
+                raise PromptTooLongError(
+                    f"prompt of {len(ids)} tokens plus {max_new_tokens} new ones exceeds "
+                    f"the {context}-token context"
+                )
+        T = max(len(ids) for ids, _ in prompts)
+        input_ids = torch.zeros(len(prompts), T, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for i, (ids, _) in enumerate(prompts):
+            input_ids[i, T - len(ids) :] = torch.tensor(ids)
+            mask[i, T - len(ids) :] = 1
+        images = {}
+        for key in ("pixel_values", "image_sizes"):
+            parts = [inputs[key] for _, inputs in prompts if key in inputs]
+            if parts:
+                images[key] = torch.cat(parts)
+        new = self.generate(input_ids, mask, max_new_tokens=max_new_tokens, **images, **sampling).tolist()
         eos = set(self.default_eos())
-        end = next((i for i, t in enumerate(new) if t in eos), len(new))
-        text = self.tokenizer.decode(new[:end], skip_special_tokens=True).strip()
-        usage = {
-            "prompt_tokens": len(ids),
-            "completion_tokens": len(new[: end + 1]),
-            "total_tokens": len(ids) + len(new[: end + 1]),
-        }
-        return Reply(text, new[:end], usage)
+        replies = []
+        for (ids, _), row in zip(prompts, new):
+            end = next((i for i, t in enumerate(row) if t in eos), len(row))
+            text = self.tokenizer.decode(row[:end], skip_special_tokens=True).strip()
+            done = len(row[: end + 1])
+            usage = {"prompt_tokens": len(ids), "completion_tokens": done, "total_tokens": len(ids) + done}
+            replies.append(Reply(text, row[:end], usage))
+        return replies
