@@ -28,8 +28,16 @@ system-deps:
 test: system-deps $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
+SCENE := src/vislang/assets/demo/scene.png
+
+# the default model on a bundled world scene and on a real photo, then a grounding answer drawn
 demo: system-deps $(STAMP)
 	$(VENV)/bin/vislang info
+	mkdir -p out
+	$(PY) -c "import skimage.data as d; from PIL import Image; Image.fromarray(d.chelsea()).save('out/chelsea.png')"
+	$(VENV)/bin/vislang chat $(SCENE) -p "Describe the image." -p "How many objects are there?"
+	$(VENV)/bin/vislang chat out/chelsea.png -p "What animal is in the picture?"
+	$(VENV)/bin/vislang ground $(SCENE) "the red circle" -o out/ground.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

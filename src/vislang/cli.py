@@ -1,4 +1,4 @@
-"""The `vislang` command line: info, chat, world, eval."""
+"""The `vislang` command line: info, chat, ground, world, eval."""
 
 from __future__ import annotations
 
@@ -70,17 +70,36 @@ def cmd_info(args) -> int:
 def cmd_chat(args) -> int:
     import vislang
 
-    model = vislang.load(args.model)
-    content = [{"type": "image", "image": path} for path in args.images]
-    content.append({"type": "text", "text": args.prompt})
-    reply = model.chat(
-        [{"role": "user", "content": content}],
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.temperature > 0,
-        temperature=args.temperature or 1.0,
-        seed=args.seed,
-    )
-    print(reply)
+    model = vislang.load(None if args.model == "default" else args.model)
+    for prompt in args.prompt:
+        content = [{"type": "image", "image": path} for path in args.images]
+        content.append({"type": "text", "text": prompt})
+        reply = model.chat(
+            [{"role": "user", "content": content}],
+            max_new_tokens=args.max_new_tokens,
+            do_sample=args.temperature > 0,
+            temperature=args.temperature or 1.0,
+            seed=args.seed,
+        )
+        print(f"> {prompt}\n{reply}" if len(args.prompt) > 1 else reply)
+    return 0
+
+
+def cmd_ground(args) -> int:
+    import vislang
+
+    from .grounding import draw_box, ground
+
+    model = vislang.load(None if args.model == "default" else args.model)
+    answer, box = ground(model, args.image, args.ref)
+    print(f"{args.ref}: {answer}")
+    if box is None:
+        print("no box in the answer", file=sys.stderr)
+        return 1
+    print(f"box in pixels: {box}")
+    if args.output:
+        draw_box(args.image, box, args.ref).save(args.output)
+        print(f"wrote {args.output}")
     return 0
 
 
@@ -94,12 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="ask a question about images")
     chat.add_argument("images", nargs="*", help="image files")
-    chat.add_argument("-p", "--prompt", required=True)
-    chat.add_argument("--model", required=True, help="a Hugging Face-format checkpoint folder")
+    chat.add_argument(
+        "-p", "--prompt", required=True, action="append", help="a question; repeat to ask several"
+    )
+    chat.add_argument(
+        "--model", default="default", help="'default' or a Hugging Face-format checkpoint folder"
+    )
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     chat.add_argument("--seed", type=int, default=None)
     chat.set_defaults(func=cmd_chat)
+
+    ground = sub.add_parser("ground", help="find something in an image and draw its box")
+    ground.add_argument("image")
+    ground.add_argument("ref", help='what to find, e.g. "the red circle"')
+    ground.add_argument("-o", "--output", help="write the image with the box drawn")
+    ground.add_argument("--model", default="default")
+    ground.set_defaults(func=cmd_ground)
 
     add_world_parser(sub)
     add_eval_parser(sub)
