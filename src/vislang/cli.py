@@ -1,4 +1,4 @@
-"""The `vislang` command line: info, chat, ground, world, eval."""
+"""The `vislang` command line: info, chat, ground, world, train, eval."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from .data.cli import add_world_parser
 from .data.real import FASHION_DIR
 from .eval.cli import add_eval_parser
+from .train.cli import add_train_parser
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
 ASSETS = [
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ground.set_defaults(func=cmd_ground)
 
     add_world_parser(sub)
+    add_train_parser(sub)
     add_eval_parser(sub)
     return parser
 

@@ -174,6 +174,10 @@ def load_default(path: str | Path | None = None, trained: bool = True) -> Defaul
     if (path / "config.json").is_file():
         cfg = DefaultConfig(**json.loads((path / "config.json").read_text()))
     model = DefaultVLM(cfg, load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path()))
+    if cfg.lora_rank:
+        from ..train.lora import add_lora
+
+        add_lora(model.language_model, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha)
     if trained and (path / WEIGHTS).is_file():
         model.load_trained(path)
     elif trained:
