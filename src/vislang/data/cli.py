@@ -72,14 +72,14 @@ def _size(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _non_negative(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
@@ -93,24 +93,24 @@ def add_world_parser(subparsers) -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write samples as PNG + JSONL, LLaVA JSON or WebDataset shards")
     gen.add_argument("--family", required=True, help=f"one of: {', '.join(FAMILIES)}")
-    gen.add_argument("--n", type=_positive, required=True, help="number of samples")
-    gen.add_argument("--seed", type=_non_negative, default=0)
+    gen.add_argument("--n", type=positive_int, required=True, help="number of samples")
+    gen.add_argument("--seed", type=non_negative_int, default=0)
     gen.add_argument("--split", choices=SPLITS, default="train")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--format", action="append", choices=FORMAT_CHOICES, help="repeatable; default jsonl")
     gen.add_argument("--paraphrase", action="store_true", help="ask with random paraphrases (training)")
     gen.add_argument("--width", type=_size, default=224)
     gen.add_argument("--height", type=_size, default=224)
-    gen.add_argument("--shard-size", type=_positive, default=1000, help="samples per WebDataset shard")
+    gen.add_argument("--shard-size", type=positive_int, default=1000, help="samples per WebDataset shard")
     gen.set_defaults(func=cmd_generate)
 
     preview = sub.add_parser("preview", help="a PNG grid of samples with their questions and answers")
     preview.add_argument("--family", required=True, help=f"one of: {', '.join(FAMILIES)}")
-    preview.add_argument("--n", type=_positive, default=8)
-    preview.add_argument("--seed", type=_non_negative, default=0)
+    preview.add_argument("--n", type=positive_int, default=8)
+    preview.add_argument("--seed", type=non_negative_int, default=0)
     preview.add_argument("--split", choices=SPLITS, default="test")
-    preview.add_argument("--columns", type=_positive, default=4)
-    preview.add_argument("--cell", type=_positive, default=224, help="cell side in pixels")
+    preview.add_argument("--columns", type=positive_int, default=4)
+    preview.add_argument("--cell", type=positive_int, default=224, help="cell side in pixels")
     preview.add_argument("--width", type=_size, default=224)
     preview.add_argument("--height", type=_size, default=224)
     preview.add_argument("-o", "--output", required=True, help="the PNG to write")

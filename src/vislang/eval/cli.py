@@ -8,19 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from ..data.cli import non_negative_int, positive_int
 
 
 def _families(text: str) -> tuple[str, ...]:
@@ -64,11 +52,11 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     world.add_argument(
         "--families", type=_families, default=("scene", "fashion", "digits"), help="comma-separated"
     )
-    world.add_argument("--n", type=_positive, default=500, help="samples per family")
-    world.add_argument("--seed", type=_non_negative, default=0)
+    world.add_argument("--n", type=positive_int, default=500, help="samples per family")
+    world.add_argument("--seed", type=non_negative_int, default=0)
     world.add_argument("--paraphrase", choices=("canonical", "heldout"), default="canonical")
     world.add_argument("--out", default=None, help="write the report as JSON here")
-    world.add_argument("--batch-size", type=_positive, default=16)
-    world.add_argument("--max-new-tokens", type=_positive, default=24)
+    world.add_argument("--batch-size", type=positive_int, default=16)
+    world.add_argument("--max-new-tokens", type=positive_int, default=24)
     world.set_defaults(func=cmd_eval_world)
     return evaluate
