@@ -3,7 +3,7 @@ perception vs reasoning with error attribution, grounding Acc@0.5, Fashion-MNIST
 
     from vislang.eval import evaluate_world, format_report
     report = evaluate_world(model, families=("scene", "fashion", "digits"), n=500)
-    print(format_report(report))
+    table = format_report(report)  # a terminal table
 
 Samples come from the evaluation streams only (split "test" by default, never "train"), so nothing
 a model trained on the world has seen is ever scored. A model is anything with

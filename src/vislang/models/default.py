@@ -163,17 +163,25 @@ class DefaultVLM(ChatMixin, nn.Module):
         self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
 
-def load_default(path: str | Path | None = None, trained: bool = True) -> DefaultVLM:
-    """Assemble the default model from the installed tower packages plus vislang's trained weights."""
+def assemble(cfg: DefaultConfig, seed: int | None = None) -> DefaultVLM:
+    """The installed pretrained towers joined by a fresh projector (seeded: a rerun is the same run)."""
     from ..checkpoints.gguf import load_gguf_decoder, smollm2_path
     from ..checkpoints.torchvision import load_mobilenet_v2
     from ..processing.gguf_tokenizer import load_gguf_tokenizer
 
+    vision, decoder, tokenizer = load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path())
+    if seed is not None:
+        torch.manual_seed(seed)
+    return DefaultVLM(cfg, vision, decoder, tokenizer)
+
+
+def load_default(path: str | Path | None = None, trained: bool = True) -> DefaultVLM:
+    """Assemble the default model from the installed tower packages plus vislang's trained weights."""
     path = Path(path) if path is not None else ASSETS
     cfg = DefaultConfig()
     if (path / "config.json").is_file():
         cfg = DefaultConfig(**json.loads((path / "config.json").read_text()))
-    model = DefaultVLM(cfg, load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path()))
+    model = assemble(cfg)
     if cfg.lora_rank:
         from ..train.lora import add_lora
 

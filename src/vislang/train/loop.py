@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..data.stream import MixtureDataset
 from ..data.world import WorldConfig, generate_sample
 from ..errors import VislangError
-from ..models.default import WEIGHTS, DefaultConfig, DefaultVLM
+from ..models.default import WEIGHTS, DefaultConfig, DefaultVLM, assemble
 from .chat_data import chat_turns
 from .lora import add_lora
 from .recipe import CHAT, Recipe, Stage
@@ -103,14 +103,7 @@ class StageData:
 
 def build_model(recipe: Recipe) -> DefaultVLM:
     """The default model's pretrained towers with a fresh projector of the recipe's shape."""
-    from ..checkpoints.gguf import load_gguf_decoder, smollm2_path
-    from ..checkpoints.torchvision import load_mobilenet_v2
-    from ..processing.gguf_tokenizer import load_gguf_tokenizer
-
-    cfg = DefaultConfig(merge=recipe.model.merge)
-    vision, decoder, tokenizer = load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path())
-    torch.manual_seed(recipe.data.seed)  # the projector's initialisation: a rerun is the same run
-    return DefaultVLM(cfg, vision, decoder, tokenizer)
+    return assemble(DefaultConfig(merge=recipe.model.merge), seed=recipe.data.seed)
 
 
 def load_init(model: DefaultVLM, path: str | Path) -> None:
