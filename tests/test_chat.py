@@ -4,32 +4,15 @@ transformers' LlavaProcessor builds, and the reply equals transformers' greedy g
 import numpy as np
 import pytest
 from PIL import Image
-from transformers import LlavaConfig, LlavaForConditionalGeneration
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-from transformers.models.llava.processing_llava import LlavaProcessor
 
 import vislang
-from tiny import IMAGE_TOKEN, TEMPLATE, TEXT, VISION, tokenizer_dir
+from tiny import IMAGE_TOKEN, llava_folder
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     path = tmp_path_factory.mktemp("llava_chat")
-    cfg = LlavaConfig(text_config=TEXT["llama_gqa"], vision_config=VISION, image_token_index=IMAGE_TOKEN)
-    hf = LlavaForConditionalGeneration(cfg).eval()
-    hf.save_pretrained(path)
-    fast = tokenizer_dir(path)
-    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    images.save_pretrained(path)
-    (path / "chat_template.jinja").write_text(TEMPLATE)
-    processor = LlavaProcessor(
-        image_processor=images,
-        tokenizer=fast,
-        patch_size=VISION["patch_size"],
-        vision_feature_select_strategy="default",
-        chat_template=TEMPLATE,
-        num_additional_image_tokens=1,
-    )
+    hf, processor = llava_folder(path)
     return hf, vislang.load(path), processor, path
 
 

@@ -111,3 +111,28 @@ def tokenizer_dir(path):
     )
     fast.save_pretrained(path)
     return fast
+
+
+def llava_folder(path, text="llama_gqa"):
+    """A tiny random LLaVA-1.5 checkpoint folder with tokenizer, image processor and chat template;
+    returns (transformers model, processor)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.llava.processing_llava import LlavaProcessor
+
+    cfg = LlavaConfig(text_config=TEXT[text], vision_config=VISION, image_token_index=IMAGE_TOKEN)
+    hf = LlavaForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(path)
+    fast = tokenizer_dir(path)
+    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    images.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(TEMPLATE)
+    processor = LlavaProcessor(
+        image_processor=images,
+        tokenizer=fast,
+        patch_size=VISION["patch_size"],
+        vision_feature_select_strategy="default",
+        chat_template=TEMPLATE,
+        num_additional_image_tokens=1,
+    )
+    return hf, processor

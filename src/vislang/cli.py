@@ -9,9 +9,11 @@ import os
 import platform
 import sys
 
+from .bench import add_bench_parser
 from .data.cli import add_world_parser
 from .data.real import FASHION_DIR
 from .eval.cli import add_eval_parser
+from .generation.quantize import FORMATS
 from .train.cli import add_train_parser
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
@@ -71,7 +73,7 @@ def cmd_info(args) -> int:
 def cmd_chat(args) -> int:
     import vislang
 
-    model = vislang.load(None if args.model == "default" else args.model)
+    model = vislang.load(None if args.model == "default" else args.model, weights=args.weights)
     for prompt in args.prompt:
         content = [{"type": "image", "image": path} for path in args.images]
         content.append({"type": "text", "text": prompt})
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--weights", choices=FORMATS, default="fp32", help="the LM's weight format")
     chat.set_defaults(func=cmd_chat)
 
     ground = sub.add_parser("ground", help="find something in an image and draw its box")
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

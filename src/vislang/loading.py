@@ -14,9 +14,21 @@ from .errors import UnsupportedModelError
 log = logging.getLogger(__name__)
 
 
-def load(path: str | Path | None = None, dtype: torch.dtype | None = None):
+def load(path: str | Path | None = None, dtype: torch.dtype | None = None, weights: str = "fp32"):
     """Load a Hugging Face-format checkpoint folder (weights, tokenizer, chat template, image settings),
-    or with no path the default model, assembled from the installed tower packages."""
+    or with no path the default model, assembled from the installed tower packages.
+
+    weights: "fp32", or "bf16" / "int8" to store the language model's linear layers in fewer bytes
+    (faster CPU decoding; see vislang.generation.quantize).
+    """
+    from .generation.quantize import quantize_decoder
+
+    model = _load(path, dtype)
+    quantize_decoder(model.language_model, weights)
+    return model
+
+
+def _load(path, dtype):
     from .models import MODEL_TYPES
     from .models.default import load_default
     from .processing import ImageTransform, Tokenizer, load_chat_template

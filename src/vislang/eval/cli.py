@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from ..data.cli import non_negative_int, positive_int
+from ..generation.quantize import FORMATS
 
 
 def _families(text: str) -> tuple[str, ...]:
@@ -26,7 +27,7 @@ def cmd_eval_world(args) -> int:
 
     from .world import evaluate_world, format_report, write_report
 
-    model = vislang.load(None if args.model == "default" else args.model)
+    model = vislang.load(None if args.model == "default" else args.model, weights=args.weights)
     report = evaluate_world(
         model,
         families=args.families,
@@ -57,6 +58,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     world.add_argument("--paraphrase", choices=("canonical", "heldout"), default="canonical")
     world.add_argument("--out", default=None, help="write the report as JSON here")
     world.add_argument("--batch-size", type=positive_int, default=16)
+    world.add_argument("--weights", choices=FORMATS, default="fp32", help="the LM's weight format")
     world.add_argument("--max-new-tokens", type=positive_int, default=24)
     world.set_defaults(func=cmd_eval_world)
     return evaluate

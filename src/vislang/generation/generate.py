@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import SamplingParams, next_token
+from .sampling import SamplingParams, next_token, penalize_repetition
 
 
 @torch.inference_mode()
@@ -45,11 +45,18 @@ def generate(
         input_ids=input_ids, attention_mask=attention_mask, cache=cache, last_only=True, **model_inputs
     ).logits
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    # tokens the repetition penalty sees: the prompt (padding stands in as the row's last token)
+    seen = torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:])
     out = []
     for step in range(params.max_new_tokens):
-        tok = next_token(logits[:, -1], params, generator)
+        scores = penalize_repetition(logits[:, -1], seen, params.repetition_penalty)
+        if step < params.min_new_tokens and len(eos):
+            scores = scores.index_fill(-1, eos, float("-inf"))
+        tok = next_token(scores, params, generator)
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         out.append(tok)
+        if params.repetition_penalty != 1.0:
+            seen = torch.cat([seen, tok[:, None]], dim=1)
         done = done | torch.isin(tok, eos)
         if bool(done.all()) or step == params.max_new_tokens - 1:
             break

@@ -1,8 +1,8 @@
-"""Choosing the next token from logits: greedy, temperature, top-k, top-p."""
+"""Choosing the next token from logits: greedy, temperature, top-k, top-p, repetition penalty."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -15,6 +15,9 @@ class SamplingParams:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     seed: int | None = None
+    repetition_penalty: float = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or answer
+    stop: list[str] = field(default_factory=list)  # strings that end the answer (not returned)
+    min_new_tokens: int = 0  # end-of-sequence tokens are masked until this many tokens exist
 
     def __post_init__(self):
         if self.max_new_tokens < 0:
@@ -23,6 +26,26 @@ class SamplingParams:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+
+
+def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty (Keskar et al., 2019): a seen token's logit is divided by the penalty when
+    positive and multiplied when negative, so it always becomes less likely. logits [B, V], seen [B, T]."""
+    if penalty == 1.0 or seen.numel() == 0:
+        return logits
+    picked = logits.gather(-1, seen)
+    picked = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits.scatter(-1, seen, picked)
 
 
 def next_token(

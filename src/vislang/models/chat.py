@@ -81,9 +81,20 @@ class ChatMixin:
         seed: int | None = None,
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
+        repetition_penalty: float = 1.0,
+        min_new_tokens: int = 0,
     ) -> torch.Tensor:
         """New token ids [B, n] for a batch (left-padded when rows differ in length)."""
-        params = SamplingParams(max_new_tokens, do_sample, temperature, top_k, top_p, seed)
+        params = SamplingParams(
+            max_new_tokens,
+            do_sample,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            repetition_penalty=repetition_penalty,
+            min_new_tokens=min_new_tokens,
+        )
         eos = self.default_eos() if eos_token_id is None else eos_token_id
         extra = {"pixel_values": pixel_values, "image_sizes": image_sizes}
         return generate(self, input_ids, attention_mask, params, eos, pad_token_id, **extra)
@@ -93,15 +104,23 @@ class ChatMixin:
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         sources, clean = split_messages(messages)
+        inputs, counts = self.prepare_images([load_image(s) for s in sources]) if sources else ({}, [])
+        return self.prompt_ids(clean, counts), inputs
+
+    def prompt_ids(self, clean_messages: list[dict], image_token_counts: list[int]) -> list[int]:
+        """Token ids of messages whose image parts are bare {"type": "image"}, each image expanded
+        to its number of placeholder tokens."""
+        if self.tokenizer is None:
+            raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         tok = self.tokenizer
         template = self.chat_template or LLAVA_FALLBACK_CHAT_TEMPLATE
-        text = render_chat(template, clean, add_generation_prompt=True, special_tokens=tok.special_tokens)
-        inputs, counts = self.prepare_images([load_image(s) for s in sources]) if sources else ({}, [])
-        text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), counts)
+        text = render_chat(
+            template, clean_messages, add_generation_prompt=True, special_tokens=tok.special_tokens
+        )
+        text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), image_token_counts)
         # a template that writes BOS itself must not get a second one from the tokenizer
         bos = tok.special_tokens.get("bos_token")
-        ids = tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
-        return ids, inputs
+        return tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
 
     def training_batch(self, examples: list[tuple[list[dict], str]]) -> dict:
         """(messages, answer) pairs -> a right-padded batch whose labels cover only the answers.

@@ -1,0 +1,387 @@
+"""A continuous-batching engine: requests join and leave between decode steps.
+
+One background thread owns the model. Callers `submit` a conversation and get a RequestHandle
+at once: a future (`result()`), a blocking iterator of text deltas and an async one, and
+`cancel()`. Each step the engine admits waiting requests into free KV slots (one prefill each,
+its first token sampled at once), then decodes one token for every running request in a single
+batched forward, each row with its own sampling settings, seed and limits. A finished or
+cancelled request gives its slot back before the next step.
+
+Prompts are tokenized and images decoded in the caller's thread, so bad input fails in `submit`
+and never reaches the model thread. A repeated image skips the vision tower (feature cache) and,
+when the conversation up to it is the same, the prefill of everything up to it (prefix cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import PromptTooLongError, VislangError
+from ..models.chat import split_messages
+from ..processing import load_image
+from .caches import LRUBytes, image_key, prefix_key
+from .detokenize import IncrementalDetokenizer, StopStrings
+from .sampling import SamplingParams, next_token, penalize_repetition
+from .slots import SlotCache
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS or a stop string), "length", "cancelled"
+    usage: dict
+    ttft_s: float = 0.0  # submit -> first token
+    total_s: float = 0.0
+    cached: dict = field(default_factory=dict)  # image features / prompt prefix reused
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class RequestHandle:
+    """What a caller holds for one request; the engine thread writes, callers read."""
+
+    def __init__(self, rid: int, params: SamplingParams):
+        self.id, self.params = rid, params
+        self._cond = threading.Condition()
+        self._deltas: list[str] = []
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+        self._completion: Completion | None = None
+        self._error: BaseException | None = None
+        self.cancelled = False
+
+    # --- caller side ---
+
+    def cancel(self) -> None:
+        """Stop generating; the slot is freed before the engine's next step."""
+        self.cancelled = True
+
+    @property
+    def done(self) -> bool:
+        return self._completion is not None or self._error is not None
+
+    def result(self, timeout: float | None = None) -> Completion:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.done, timeout):
+                raise TimeoutError(f"request {self.id} not finished after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._completion
+
+    def __iter__(self):
+        i = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda seen=i: seen < len(self._deltas) or self.done)
+                chunk, finished = self._deltas[i:], self.done  # finishing comes after the last delta
+            i += len(chunk)
+            yield from chunk
+            if finished:
+                break
+        if self._error is not None:
+            raise self._error
+
+    async def __aiter__(self):
+        loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+        with self._cond:
+            backlog, finished = list(self._deltas), self.done
+            if not finished:
+                self._subscribers.append((loop, inbox))
+        for delta in backlog:
+            yield delta
+        while not finished:
+            item = await inbox.get()
+            if item is _END:
+                break
+            yield item
+        if self._error is not None:
+            raise self._error
+
+    # --- engine side ---
+
+    def _emit(self, delta: str) -> None:
+        if not delta:
+            return
+        with self._cond:
+            self._deltas.append(delta)
+            for loop, inbox in self._subscribers:
+                loop.call_soon_threadsafe(inbox.put_nowait, delta)
+            self._cond.notify_all()
+
+    def _finish(self, completion: Completion | None = None, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._completion, self._error = completion, error
+            for loop, inbox in self._subscribers:
+                loop.call_soon_threadsafe(inbox.put_nowait, _END)
+            self._cond.notify_all()
+
+
+@dataclass
+class _Prepared:
+    """A request as the caller's thread leaves it: token ids and per-image inputs, nothing run yet."""
+
+    handle: RequestHandle
+    ids: list[int]
+    images: list[tuple[str, dict]]  # (pixel hash, model inputs) per image
+    submitted: float
+
+
+class _Running:
+    """A request in a slot: its decoding state."""
+
+    def __init__(self, req: _Prepared, slot: int, tokenizer, device):
+        self.req, self.slot = req, slot
+        p = req.handle.params
+        self.generator = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+        self.new: list[int] = []
+        self.seen = torch.tensor([req.ids], dtype=torch.long, device=device)  # for the repetition penalty
+        self.detok = IncrementalDetokenizer(tokenizer)
+        self.stops = StopStrings(p.stop)
+        self.text = ""
+        self.first_token_at = 0.0
+        self.eos = False
+        self.cached = {"image_features": 0, "prefix_tokens": 0}
+
+
+class Engine:
+    """Continuous batching over a ChatMixin model (the default model, LLaVA, LLaVA-NeXT)."""
+
+    def __init__(
+        self,
+        model,
+        max_batch: int = 8,
+        max_len: int = 1024,
+        feature_cache_bytes: int = 256 << 20,
+        prefix_cache_bytes: int = 256 << 20,
+        max_images: int = 8,
+    ):
+        self.model = model.eval()
+        self.lm = model.language_model
+        self.tokenizer = model.tokenizer
+        self.max_batch, self.max_images = max_batch, max_images
+        self.max_len = min(max_len, self.lm.cfg.max_position_embeddings)
+        self.device = self.lm.embed_tokens.weight.device
+        self.eos = set(model.default_eos())
+        self._eos_ids = torch.tensor(sorted(self.eos), dtype=torch.long, device=self.device)
+        self.features = LRUBytes(feature_cache_bytes)
+        self.prefixes = LRUBytes(prefix_cache_bytes)
+        self.cache = SlotCache.for_decoder(self.lm, max_batch, self.max_len)
+        self.slots: list[_Running | None] = [None] * max_batch
+        self.waiting: queue.Queue[_Prepared] = queue.Queue()
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self._arrived = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vislang-engine", daemon=True)
+        self._thread.start()
+
+    # --- caller side ---
+
+    def submit(self, messages: list[dict], params: SamplingParams | None = None, **sampling) -> RequestHandle:
+        """Queue a conversation; errors in the input (image, length) raise here, in the caller."""
+        if self._stop.is_set():
+            raise VislangError("the engine is shut down")
+        params = params or SamplingParams(**sampling)
+        sources, clean = split_messages(messages)
+        if len(sources) > self.max_images:
+            raise VislangError(f"{len(sources)} images in one request; at most {self.max_images} allowed")
+        images, counts = [], []
+        for source in sources:
+            image = load_image(source)
+            inputs, (count,) = self.model.prepare_images([image])
+            images.append((image_key(image), inputs))
+            counts.append(count)
+        ids = self.model.prompt_ids(clean, counts)
+        if len(ids) + params.max_new_tokens > self.max_len:
+            raise PromptTooLongError(
+                f"prompt of {len(ids)} tokens plus {params.max_new_tokens} new ones exceeds "
+                f"the engine's {self.max_len}-token context"
+            )
+        handle = RequestHandle(next(self._ids), params)
+        self.waiting.put(_Prepared(handle, ids, images, time.perf_counter()))
+        self._arrived.set()
+        return handle
+
+    def generate(self, messages: list[dict], **sampling) -> Completion:
+        return self.submit(messages, **sampling).result()
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(s is not None for s in self.slots)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # --- the model thread ---
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                self._admit()
+                if not any(self.slots):
+                    self._arrived.wait(0.1)  # idle: sleep until a request arrives
+                    self._arrived.clear()
+                    continue
+                try:
+                    self._step()
+                except Exception as e:  # a failed batch fails its requests, never the engine
+                    log.exception("decode step failed")
+                    for run in filter(None, self.slots):
+                        self._release(run, error=e)
+        for run in filter(None, self.slots):
+            self._release(run, error=VislangError("the engine shut down"))
+
+    def _admit(self) -> None:
+        while None in self.slots:
+            try:
+                req = self.waiting.get_nowait()
+            except queue.Empty:
+                return
+            if req.handle.cancelled:
+                req.handle._finish(Completion("", [], "cancelled", self._usage(req, 0)))
+                continue
+            slot = self.slots.index(None)
+            run = _Running(req, slot, self.tokenizer, self.device)
+            self.slots[slot] = run
+            try:
+                logits = self._prefill(run)
+                run.first_token_at = time.perf_counter()
+                self._accept(run, self._sample(run, logits))
+            except Exception as e:
+                log.exception("prefill failed")
+                self._release(run, error=e)
+
+    def _image_features(self, run: _Running) -> list[torch.Tensor]:
+        feats = []
+        for key, inputs in run.req.images:
+            f = self.features.get(key)
+            if f is None:
+                inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                f = self.model.image_features(**inputs)[0]
+                self.features.put(key, f)
+            else:
+                run.cached["image_features"] += 1
+            feats.append(f)
+        return feats
+
+    def _prefill(self, run: _Running) -> torch.Tensor:
+        ids, view = run.req.ids, self.cache.view(run.slot)
+        self.cache.free(run.slot)
+        prefix, pkey = 0, None
+        if run.req.images:
+            # the prompt up to its last image token: what a repeat of the same image and context shares
+            image_id = self.model.image_token_id
+            prefix = max(i for i, t in enumerate(ids) if t == image_id) + 1
+            pkey = prefix_key(ids[:prefix], [k for k, _ in run.req.images])
+            stored = self.prefixes.get(pkey)
+            if stored is not None and prefix < len(ids):
+                self.cache.write_prefix(run.slot, stored)
+                run.cached["prefix_tokens"] = prefix
+                tail = torch.tensor([ids[prefix:]], device=self.device)
+                mask = torch.ones(1, len(ids), dtype=torch.long, device=self.device)
+                return self.model(input_ids=tail, attention_mask=mask, cache=view, last_only=True).logits[
+                    :, -1
+                ]
+        feats = self._image_features(run) if run.req.images else None
+        input_ids = torch.tensor([ids], device=self.device)
+        logits = self.model(input_ids=input_ids, cache=view, image_features=feats, last_only=True).logits
+        if pkey is not None:
+            self.prefixes.put(pkey, self.cache.read_prefix(run.slot, prefix))
+        return logits[:, -1]
+
+    def _sample(self, run: _Running, logits: torch.Tensor) -> int:
+        p = run.req.handle.params
+        logits = penalize_repetition(logits, run.seen, p.repetition_penalty)
+        if len(run.new) < p.min_new_tokens:
+            logits = logits.index_fill(-1, self._eos_ids, float("-inf"))
+        return int(next_token(logits, p, run.generator)[0])
+
+    def _step(self) -> None:
+        for run in filter(None, self.slots):
+            if run.req.handle.cancelled:
+                self._release(run, reason="cancelled")
+        active = [i for i, s in enumerate(self.slots) if s is not None]
+        if not active:
+            return
+        n = active[-1] + 1  # rows 0..n-1; free slots in between ride along and are ignored
+        tokens = torch.zeros(n, 1, dtype=torch.long, device=self.device)
+        for i in active:
+            tokens[i, 0] = self.slots[i].new[-1]
+        positions, mask = self.cache.begin_step(n, active)
+        logits = self.lm(
+            input_ids=tokens,
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            cache=self.cache,
+        )[:, -1]
+        for i in active:
+            run = self.slots[i]
+            self._accept(run, self._sample(run, logits[i : i + 1]))
+
+    def _accept(self, run: _Running, token: int) -> None:
+        """Take a sampled token: stream its text, or end the request (EOS, stop string, length)."""
+        p = run.req.handle.params
+        if token in self.eos:
+            run.eos = True
+            delta = run.stops.push(run.detok.flush()) + run.stops.flush()
+            run.text += delta
+            run.req.handle._emit(delta)
+            return self._release(run, reason="stop")
+        run.new.append(token)
+        run.seen = torch.cat([run.seen, run.seen.new_tensor([[token]])], dim=1)
+        delta = run.stops.push(run.detok.push(token))
+        run.text += delta
+        run.req.handle._emit(delta)
+        if run.stops.stopped:
+            return self._release(run, reason="stop")
+        if len(run.new) >= p.max_new_tokens:
+            delta = run.stops.push(run.detok.flush()) + run.stops.flush()
+            run.text += delta
+            run.req.handle._emit(delta)
+            return self._release(run, reason="length")
+
+    def _release(self, run: _Running, reason: str = "", error: BaseException | None = None) -> None:
+        self.slots[run.slot] = None
+        self.cache.free(run.slot)
+        if error is not None:
+            return run.req.handle._finish(error=error)
+        now = time.perf_counter()
+        done = len(run.new) + run.eos  # the EOS token counts, as in chat()
+        run.req.handle._finish(
+            Completion(
+                text=run.text,
+                token_ids=list(run.new),
+                finish_reason=reason,
+                usage=self._usage(run.req, done),
+                ttft_s=(run.first_token_at or now) - run.req.submitted,
+                total_s=now - run.req.submitted,
+                cached=dict(run.cached),
+            )
+        )
+
+    @staticmethod
+    def _usage(req: _Prepared, completion_tokens: int) -> dict:
+        prompt = len(req.ids)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        }

@@ -1,0 +1,103 @@
+"""A KV cache of fixed slots, one sequence each, for continuous batching.
+
+Every slot owns [n_kv_heads, max_len, head_dim] of keys and values per layer, allocated once when
+the engine starts. Sequences keep their own lengths: a prompt is prefilled alone into its slot
+(no padding inside a slot), and a decode step writes each row's new key at that row's own length.
+Rows of different lengths are decoded together under a padding mask over the longest of them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SlotCache:
+    def __init__(self, n_layers, slots, n_kv_heads, head_dim, max_len, dtype=torch.float32, device=None):
+        shape = (slots, n_kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.slots, self.max_len = slots, max_len
+        self.lengths = [0] * slots  # filled positions of each slot
+        self._rows: torch.Tensor | None = None  # rows 0..n-1 of the decode step under way
+        self._pos: torch.Tensor | None = None
+        self.length = 0  # the KVCache protocol: positions before this step's (the longest row's)
+
+    @classmethod
+    def for_decoder(cls, decoder, slots: int, max_len: int) -> SlotCache:
+        c, p = decoder.cfg, decoder.embed_tokens.weight
+        return cls(c.num_hidden_layers, slots, c.num_key_value_heads, c.head_dim, max_len, p.dtype, p.device)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    # --- one decode step over rows 0..n-1 ---
+
+    def begin_step(self, n: int, active: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position ids [n, 1] and the key mask [n, longest + 1] for one new token per row.
+
+        Rows not in `active` (free slots between busy ones) are computed and thrown away; their
+        lengths do not move.
+        """
+        lengths = torch.tensor(self.lengths[:n])
+        if int(lengths.max()) >= self.max_len:
+            raise ValueError(f"a slot is full: {self.max_len} positions allocated")
+        self.length = int(lengths.max())
+        self._rows, self._pos = torch.arange(n), lengths
+        self._active = list(range(n)) if active is None else list(active)
+        mask = (torch.arange(self.length + 1)[None, :] <= lengths[:, None]).long()
+        return lengths[:, None], mask
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = k.shape[0]
+        self.keys[layer][self._rows, :, self._pos] = k[:, :, 0]
+        self.values[layer][self._rows, :, self._pos] = v[:, :, 0]
+        return self.keys[layer][:n, :, : self.length + 1], self.values[layer][:n, :, : self.length + 1]
+
+    def advance(self, n_tokens: int) -> None:
+        for row in self._active:
+            self.lengths[row] += n_tokens
+
+    # --- one slot at a time ---
+
+    def view(self, slot: int) -> SlotView:
+        return SlotView(self, slot)
+
+    def free(self, slot: int) -> None:
+        self.lengths[slot] = 0
+
+    def read_prefix(self, slot: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of the first n positions of a slot, per layer (what a prefix cache stores)."""
+        return [(k[slot, :, :n].clone(), v[slot, :, :n].clone()) for k, v in zip(self.keys, self.values)]
+
+    def write_prefix(self, slot: int, prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        n = prefix[0][0].shape[1]
+        for (k, v), (pk, pv) in zip(zip(self.keys, self.values), prefix):
+            k[slot, :, :n] = pk
+            v[slot, :, :n] = pv
+        self.lengths[slot] = n
+
+
+class SlotView:
+    """One slot seen as a batch-1 KVCache, for prefilling a prompt (or its tail) into it."""
+
+    def __init__(self, cache: SlotCache, slot: int):
+        self.cache, self.slot = cache, slot
+
+    @property
+    def length(self) -> int:
+        return self.cache.lengths[self.slot]
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end, s = self.length, self.length + k.shape[2], self.slot
+        if end > self.cache.max_len:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.cache.max_len} allocated")
+        self.cache.keys[layer][s : s + 1, :, start:end] = k
+        self.cache.values[layer][s : s + 1, :, start:end] = v
+        return self.cache.keys[layer][s : s + 1, :, :end], self.cache.values[layer][s : s + 1, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.cache.lengths[self.slot] += n

@@ -1,0 +1,93 @@
+"""Reduced-precision weights: int8 and bf16 layers against their fp32 originals, the repetition
+penalty against transformers' logits processor, and the bytes a decode step reads."""
+
+import pytest
+import torch
+from torch import nn
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+from vislang.config import TextConfig
+from vislang.generation.quantize import Bf16Linear, Int8Linear, quantize_decoder, weight_bytes_per_token
+from vislang.generation.sampling import penalize_repetition
+from vislang.text.decoder import Decoder
+
+
+@pytest.mark.parametrize("make,bound", [(Int8Linear, 0.02), (Bf16Linear, 0.02)])
+def test_reduced_linear_is_close_to_fp32(make, bound):
+    torch.manual_seed(0)
+    fp32 = nn.Linear(96, 40, bias=True)
+    x = torch.randn(3, 5, 96)
+    with torch.no_grad():
+        ref, got = fp32(x), make(fp32)(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    rel = float((got - ref).abs().max() / ref.abs().max())
+    assert 0 < rel <= bound
+
+
+def test_int8_rows_use_their_own_scale():
+    w = torch.tensor([[1.0, -0.5], [100.0, 50.0]])
+    q = Int8Linear(_linear(w))
+    assert q.weight.tolist() == [[127, -64], [127, 64]]
+    assert torch.allclose(q.scale.float(), torch.tensor([1 / 127, 100 / 127]), rtol=1e-2)
+
+
+def _linear(w):
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    return lin
+
+
+def tiny_decoder(tie=True):
+    cfg = TextConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tie,
+    )
+    torch.manual_seed(0)
+    return Decoder(cfg).eval()
+
+
+@pytest.mark.parametrize("fmt", ["int8", "bf16"])
+def test_quantized_decoder_keeps_its_predictions(fmt):
+    dec = tiny_decoder()
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.inference_mode():
+        ref = dec(input_ids=ids)
+        quantize_decoder(dec, fmt)
+        got = dec(input_ids=ids)
+    assert not any(type(m) is nn.Linear for m in dec.modules())
+    assert dec.embed_tokens.weight.dtype == torch.float32
+    assert float((got - ref).abs().max()) <= 0.05 * float(ref.abs().max())
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def test_weight_bytes_per_token():
+    dec = tiny_decoder(tie=True)
+    every = sum(p.numel() * 4 for p in dec.parameters()) + sum(
+        b.numel() * b.element_size() for b in dec.buffers()
+    )
+    assert weight_bytes_per_token(dec) == every  # tied: lm_head reads the whole table
+    quantize_decoder(dec, "int8")
+    linear = sum(m.weight.numel() + 2 * m.scale.numel() for m in dec.modules() if isinstance(m, Int8Linear))
+    norms = sum(p.numel() * 4 for n, p in dec.named_parameters() if "norm" in n)
+    inv_freq = sum(b.numel() * b.element_size() for n, b in dec.named_buffers() if "rotary" in n)
+    assert weight_bytes_per_token(dec) == linear + norms + inv_freq + 64 * 4  # one embedding row
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="int8"):
+        quantize_decoder(tiny_decoder(), "fp8")
+
+
+def test_repetition_penalty_matches_transformers():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    seen = torch.randint(0, 50, (3, 9))
+    ref = RepetitionPenaltyLogitsProcessor(1.3)(seen, logits.clone())
+    assert torch.equal(penalize_repetition(logits, seen, 1.3), ref)
+    assert torch.equal(penalize_repetition(logits, seen, 1.0), logits)
