@@ -202,3 +202,11 @@ def test_slot_cache_decodes_rows_of_different_lengths_like_a_kv_cache(model):
             ref = lm(input_ids=torch.cat([ids, nxt[s : s + 1]], dim=1))[:, -1]
             assert float((batched[s] - ref[0]).abs().max()) <= 1e-5
     assert slots.lengths == [4, 10, 6]
+
+
+def test_static_batch_with_different_image_counts_equals_one_by_one(model):
+    """chat_batch: left padding, rows with 0, 1 and 2 images in one forward."""
+    convs = [conversation(i, images=i % 3) for i in range(5)]
+    kw = dict(max_new_tokens=10, min_new_tokens=10)
+    batched = model.chat_batch(convs, **kw)
+    assert [r.token_ids for r in batched] == [model.chat(c, **kw).token_ids for c in convs]
