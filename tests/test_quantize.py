@@ -91,3 +91,33 @@ def test_repetition_penalty_matches_transformers():
     ref = RepetitionPenaltyLogitsProcessor(1.3)(seen, logits.clone())
     assert torch.equal(penalize_repetition(logits, seen, 1.3), ref)
     assert torch.equal(penalize_repetition(logits, seen, 1.0), logits)
+
+
+def test_fused_projections_compute_the_same_logits():
+    from vislang.train.lora import add_lora
+
+    dec = tiny_decoder()
+    add_lora(dec, ["q_proj", "v_proj", "up_proj"], rank=4, alpha=8.0)
+    with torch.no_grad():
+        for name, p in dec.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # adapters that do something, so folding them in is tested too
+    ids = torch.randint(0, 300, (2, 10))
+    with torch.inference_mode():
+        ref = dec(input_ids=ids)
+        quantize_decoder(dec, "fp32", fuse=True)
+        got = dec(input_ids=ids)
+    layer = dec.layers[0]
+    assert layer.self_attn.qkv_proj.out_features == 64 + 2 * 32
+    assert layer.mlp.gate_up_proj.out_features == 2 * 128
+    assert not hasattr(layer.self_attn, "q_proj")
+    assert float((got - ref).abs().max()) <= 1e-4
+
+
+def test_fused_int8_equals_unfused_int8():
+    a, b = tiny_decoder(), tiny_decoder()
+    ids = torch.randint(0, 300, (1, 8))
+    quantize_decoder(a, "int8")
+    quantize_decoder(b, "int8", fuse=True)
+    with torch.inference_mode():
+        assert float((a(input_ids=ids) - b(input_ids=ids)).abs().max()) <= 1e-4

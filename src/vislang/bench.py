@@ -129,7 +129,7 @@ def run_bench(formats=("fp32", "int8"), quick: bool = False) -> dict:
     results = {"machine": machine(), "bandwidth_GBps": read_bandwidth() / 1e9, "decode": {}}
     for fmt in formats:
         model = base if fmt == "fp32" else copy.deepcopy(base)
-        quantize_decoder(model.language_model, fmt)
+        quantize_decoder(model.language_model, fmt, fuse=True)
         rate = decode_rate(vislang_decode(model, ids), repeats=repeats)
         moved = weight_bytes_per_token(model.language_model) * rate / 1e9
         results["decode"][fmt] = {

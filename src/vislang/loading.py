@@ -14,17 +14,23 @@ from .errors import UnsupportedModelError
 log = logging.getLogger(__name__)
 
 
-def load(path: str | Path | None = None, dtype: torch.dtype | None = None, weights: str = "fp32"):
+def load(
+    path: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+    weights: str = "fp32",
+    fuse: bool = False,
+):
     """Load a Hugging Face-format checkpoint folder (weights, tokenizer, chat template, image settings),
     or with no path the default model, assembled from the installed tower packages.
 
     weights: "fp32", or "bf16" / "int8" to store the language model's linear layers in fewer bytes
-    (faster CPU decoding; see vislang.generation.quantize).
+    (faster CPU decoding; see vislang.generation.quantize). fuse: q/k/v and gate/up as one matmul
+    each, for inference (the model can no longer be saved or trained).
     """
     from .generation.quantize import quantize_decoder
 
     model = _load(path, dtype)
-    quantize_decoder(model.language_model, weights)
+    quantize_decoder(model.language_model, weights, fuse=fuse)
     return model
 
 
