@@ -14,6 +14,7 @@ from .data.cli import add_world_parser
 from .data.real import FASHION_DIR
 from .eval.cli import add_eval_parser
 from .generation.quantize import FORMATS
+from .serve.cli import add_serve_parser
 from .train.cli import add_train_parser
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_eval_parser(sub)
     add_bench_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -1,0 +1,347 @@
+"""The OpenAI-compatible app: chat completions (streamed or not), models, health, embeddings.
+
+Every refusal is a 4xx in OpenAI's error shape with a reason, and the process stays up. Nothing of
+a request's content (image bytes, prompt, answer) is logged or written anywhere unless retention
+is switched on: logs carry the request id, sizes, durations and the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import PromptTooLongError, VislangError
+from ..generation import SamplingParams
+from ..generation.engine import Engine
+from .images import FetchPolicy, ImageInputError, read_image_url
+from .retention import Retention
+from .schema import ChatRequest, EmbeddingRequest, ImagePart
+
+log = logging.getLogger("vislang.serve")
+WEB = Path(__file__).resolve().parent / "web"
+
+
+@dataclass
+class ServerSettings:
+    model_name: str = "vislang-default"
+    api_key: str | None = None
+    max_body_bytes: int = 20 << 20
+    max_images: int = 8
+    max_tokens: int = 256  # when a request names none
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    cors_origins: list[str] = field(default_factory=list)
+    retain_dir: Path | None = None
+    retain_days: float = 7.0
+
+
+class APIError(Exception):
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def create_app(model, settings: ServerSettings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    can_chat, can_embed = hasattr(model, "language_model"), hasattr(model, "get_text_features")
+    if engine is None and can_chat:
+        engine = Engine(model, max_images=settings.max_images)
+    retention = Retention(settings.retain_dir, settings.retain_days) if settings.retain_dir else None
+    app = FastAPI(title="vislang", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.settings = engine, settings
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return JSONResponse(error_body(exc.message, exc.kind, exc.code), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        # the exception's type only: its message could quote the request
+        log.error("request %s failed: %s", getattr(request.state, "rid", "-"), type(exc).__name__)
+        return JSONResponse(error_body("internal error", "server_error"), status_code=500)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, exc):
+        return JSONResponse(error_body(f"no route {request.url.path}", code="not_found"), status_code=404)
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, exc):
+        return JSONResponse(error_body(f"{request.method} is not allowed here"), status_code=405)
+
+    @app.middleware("http")
+    async def _guard_and_log(request: Request, call_next):
+        rid = uuid.uuid4().hex[:16]
+        start = time.perf_counter()
+        request.state.rid = rid
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            response = JSONResponse(
+                error_body(
+                    f"request body over the {settings.max_body_bytes}-byte limit", code="body_too_large"
+                ),
+                status_code=413,
+            )
+        elif request.url.path.startswith("/v1/") and not _authorized(request, settings.api_key):
+            response = JSONResponse(
+                error_body("missing or wrong API key (Authorization: Bearer ...)", "authentication_error"),
+                status_code=401,
+            )
+        else:
+            response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        log.info(
+            "request %s %s %s status=%d body_bytes=%s ms=%.0f",
+            rid,
+            request.method,
+            request.url.path,
+            response.status_code,
+            length or "-",
+            1e3 * (time.perf_counter() - start),
+        )
+        return response
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "busy_slots": engine.busy_slots if engine else 0}
+
+    @app.get("/v1/models")
+    async def models():
+        card = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "vislang"}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/")
+    async def page():
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        try:
+            body = EmbeddingRequest.model_validate(await _read_json(request, settings.max_body_bytes))
+        except ValidationError as e:
+            raise APIError(400, "invalid request: " + _describe(e)) from None
+        if not can_embed:
+            raise APIError(
+                400, f"model {settings.model_name} cannot embed: it is a generative VLM, not a dual encoder"
+            )
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        vectors = await run_in_threadpool(_embed, model, inputs, settings)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return {
+            "object": "list",
+            "data": data,
+            "model": settings.model_name,
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        if not can_chat:
+            raise APIError(
+                400, f"model {settings.model_name} cannot chat: it is a dual encoder (use /v1/embeddings)"
+            )
+        raw = await _read_json(request, settings.max_body_bytes)
+        try:
+            body = ChatRequest.model_validate(raw)
+        except ValidationError as e:
+            raise APIError(400, "invalid request: " + _describe(e)) from None
+        messages, n_images = await run_in_threadpool(_to_messages, body, settings)
+        params = _sampling(body, settings)
+        try:
+            handle = await run_in_threadpool(engine.submit, messages, params)
+        except PromptTooLongError as e:
+            raise APIError(400, str(e), code="context_length_exceeded") from None
+        except (VislangError, ValueError) as e:
+            raise APIError(400, str(e)) from None
+        cid, created = f"chatcmpl-{request.state.rid}", int(time.time())
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                _sse(handle, cid, created, settings.model_name, include_usage, retention, messages),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        try:
+            async for _ in handle:
+                if await request.is_disconnected():
+                    handle.cancel()
+            done = handle.result()
+        finally:
+            handle.cancel()  # a no-op once finished; frees the slot if the client went away
+        if retention:
+            await run_in_threadpool(retention.store, messages, done.text)
+        return {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": settings.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": done.text},
+                    "finish_reason": "length" if done.finish_reason == "length" else "stop",
+                }
+            ],
+            "usage": done.usage,
+        }
+
+    if retention:
+
+        @app.on_event("startup")
+        async def _purge_periodically():
+            async def loop():
+                while True:
+                    await run_in_threadpool(retention.purge)
+                    await asyncio.sleep(3600)
+
+            app.state.purger = asyncio.create_task(loop())
+
+    @app.on_event("shutdown")
+    async def _stop_engine():
+        if engine:
+            engine.shutdown()
+
+    return app
+
+
+def _authorized(request: Request, key: str | None) -> bool:
+    if not key:
+        return True
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+async def _read_json(request: Request, limit: int):
+    """The body, counted as it arrives (a chunked body has no Content-Length), then parsed."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body over the {limit}-byte limit", code="body_too_large")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(400, f"request body is not valid JSON: {e}") from None
+
+
+def _embed(model, inputs: list[str], settings: ServerSettings) -> list[list[float]]:
+    """Texts, and images sent as data URLs, into the dual encoder's shared space, in input order."""
+    vectors = []
+    for item in inputs:
+        if item.startswith("data:image/"):
+            try:
+                image = read_image_url(item, settings.fetch)
+                vectors.append(model.embed(images=[image])["image_embeds"][0].tolist())
+            except (ImageInputError, VislangError) as e:
+                raise APIError(400, str(e), code="invalid_image") from None
+        else:
+            vectors.append(model.embed(texts=[item])["text_embeds"][0].tolist())
+    return vectors
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for e in error.errors()[:5]:
+        where = ".".join(str(x) for x in e["loc"])
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def _to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict], int]:
+    """OpenAI messages -> vislang messages, with each image_url read into bytes (never to disk)."""
+    images = sum(
+        isinstance(p, ImagePart) for m in body.messages if isinstance(m.content, list) for p in m.content
+    )
+    if images > settings.max_images:
+        raise APIError(
+            400,
+            f"{images} images in one request; at most {settings.max_images} allowed",
+            code="too_many_images",
+        )
+    out = []
+    for m in body.messages:
+        role = "system" if m.role == "developer" else m.role
+        if not isinstance(m.content, list):
+            out.append({"role": role, "content": m.content or ""})
+            continue
+        parts = []
+        for p in m.content:
+            if isinstance(p, ImagePart):
+                try:
+                    parts.append({"type": "image", "image": read_image_url(p.url, settings.fetch)})
+                except ImageInputError as e:
+                    raise APIError(400, str(e), code="invalid_image") from None
+            else:
+                parts.append({"type": "text", "text": p.text})
+        out.append({"role": role, "content": parts})
+    return out, images
+
+
+def _sampling(body: ChatRequest, settings: ServerSettings) -> SamplingParams:
+    sample = bool(body.temperature)
+    try:
+        return SamplingParams(
+            max_new_tokens=body.max_completion_tokens or body.max_tokens or settings.max_tokens,
+            do_sample=sample,
+            temperature=body.temperature if sample else 1.0,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=[body.stop] if isinstance(body.stop, str) else list(body.stop or []),
+            repetition_penalty=body.repetition_penalty,
+        )
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+
+
+async def _sse(handle, cid, created, model_name, include_usage, retention, messages):
+    def event(delta: dict, finish=None, usage=None) -> str:
+        chunk = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
+        }
+        if usage is not None:
+            chunk["usage"] = usage
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    try:
+        yield event({"role": "assistant", "content": ""})
+        async for delta in handle:
+            yield event({"content": delta})
+        done = handle.result()
+        yield event({}, finish="length" if done.finish_reason == "length" else "stop")
+        if include_usage:
+            yield event({}, usage=done.usage)
+        yield "data: [DONE]\n\n"
+        if retention:
+            await run_in_threadpool(retention.store, messages, done.text)
+    except VislangError as e:
+        yield f"data: {json.dumps(error_body(str(e), 'server_error'))}\n\n"
+    finally:
+        handle.cancel()  # the client left mid-stream: free the slot
