@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the tests read: the Fashion-MNIST IDX files and the DejaVu fonts
-DEBS := dataset-fashion-mnist fonts-dejavu-core
+# Debian packages the tests read: the Fashion-MNIST IDX files, the DejaVu fonts, and the headless
+# browser the web page is tested in (Debian's chromium, driven by Playwright; no browser download)
+DEBS := dataset-fashion-mnist fonts-dejavu-core chromium
 
 .PHONY: test demo lint format clean system-deps
 

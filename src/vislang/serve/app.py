@@ -38,6 +38,7 @@ class ServerSettings:
     api_key: str | None = None
     max_body_bytes: int = 20 << 20
     max_images: int = 8
+    max_batch: int = 8  # sequences decoded together by the engine
     max_tokens: int = 256  # when a request names none
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     cors_origins: list[str] = field(default_factory=list)
@@ -61,7 +62,7 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
     settings = settings or ServerSettings()
     can_chat, can_embed = hasattr(model, "language_model"), hasattr(model, "get_text_features")
     if engine is None and can_chat:
-        engine = Engine(model, max_images=settings.max_images)
+        engine = Engine(model, max_batch=settings.max_batch, max_images=settings.max_images)
     retention = Retention(settings.retain_dir, settings.retain_days) if settings.retain_dir else None
     app = FastAPI(title="vislang", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.settings = engine, settings

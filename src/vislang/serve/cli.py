@@ -38,6 +38,7 @@ def cmd_serve(args) -> int:
         api_key=args.api_key or os.environ.get("VISLANG_API_KEY"),
         max_body_bytes=args.max_body_mb << 20,
         max_images=args.max_images,
+        max_batch=args.max_batch,
         fetch=FetchPolicy(
             allowed_domains=args.allow_url_domain, file_root=Path(args.file_root) if args.file_root else None
         ),
@@ -70,6 +71,7 @@ def add_serve_parser(subparsers) -> None:
     )
     serve.add_argument("--max-body-mb", type=int, default=20)
     serve.add_argument("--max-images", type=int, default=8)
+    serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
     serve.add_argument("--allow-url-domain", action="append", default=[], help="fetch http(s) images from it")
     serve.add_argument("--file-root", default=None, help="allow file:// image URLs under this folder")
     serve.add_argument("--cors-origin", action="append", default=[], help="allow browser calls from it")
