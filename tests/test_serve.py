@@ -342,3 +342,37 @@ def test_retention_strips_metadata_and_purge_removes_old_files(tmp_path):
     )
     assert "removed 1" in out.stdout
     assert not pngs[0].exists() and record.exists()
+
+
+@pytest.mark.parametrize(
+    "address,public",
+    [
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.9", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fc00::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("224.0.0.1", False),
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+    ],
+)
+def test_only_public_addresses_may_be_fetched(address, public):
+    from vislang.serve.images import is_public
+
+    assert is_public(address) is public
+
+
+def test_allowed_domains_match_whole_labels():
+    from vislang.serve.images import domain_allowed
+
+    assert domain_allowed("img.example.org", ["example.org"])
+    assert domain_allowed("example.org.", ["example.org"])
+    assert not domain_allowed("evilexample.org", ["example.org"])
+    assert not domain_allowed("example.org.evil.com", ["example.org"])
