@@ -140,7 +140,9 @@ def run_bench(formats=("fp32", "int8"), quick: bool = False) -> dict:
     requests = mixed_requests(8)
     results["engine8_tokens_per_s"], results["engine_tokens"] = engine_throughput(base, requests, 8)
     results["engine1_tokens_per_s"], _ = engine_throughput(base, requests, 1)
-    images = [generate_sample("scene", "test", 7, i, WorldConfig()).images[0] for i in range(3 if quick else 5)]
+    images = [
+        generate_sample("scene", "test", 7, i, WorldConfig()).images[0] for i in range(3 if quick else 5)
+    ]
     results["ttft_miss_s"], results["ttft_hit_s"] = ttft_with_cache(base, images)
     return results
 

@@ -74,7 +74,7 @@ def cmd_info(args) -> int:
 def cmd_chat(args) -> int:
     import vislang
 
-    model = vislang.load(None if args.model == "default" else args.model, weights=args.weights)
+    model = vislang.load(None if args.model == "default" else args.model, weights=args.weights, fuse=True)
     for prompt in args.prompt:
         content = [{"type": "image", "image": path} for path in args.images]
         content.append({"type": "text", "text": prompt})

@@ -30,7 +30,10 @@ def load(
     from .generation.quantize import quantize_decoder
 
     model = _load(path, dtype)
-    quantize_decoder(model.language_model, weights, fuse=fuse)
+    if hasattr(model, "language_model"):
+        quantize_decoder(model.language_model, weights, fuse=fuse)
+    elif weights != "fp32":
+        raise UnsupportedModelError(f"weights={weights!r} applies to a language model; {path} has none")
     return model
 
 

@@ -27,7 +27,7 @@ def cmd_eval_world(args) -> int:
 
     from .world import evaluate_world, format_report, write_report
 
-    model = vislang.load(None if args.model == "default" else args.model, weights=args.weights)
+    model = vislang.load(None if args.model == "default" else args.model, weights=args.weights, fuse=True)
     report = evaluate_world(
         model,
         families=args.families,
