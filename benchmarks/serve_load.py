@@ -24,6 +24,7 @@ import urllib.request
 
 from vislang.bench import machine
 from vislang.data.world import WorldConfig, generate_sample
+from vislang.generation.quantize import FORMATS
 
 QUESTIONS = [
     "What color is the circle?",
@@ -89,7 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--weights", default="int8", choices=("fp32", "bf16", "int8"))
+    parser.add_argument("--weights", default="int8", choices=FORMATS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         proc, base = start(args.weights, work)

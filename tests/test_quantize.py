@@ -52,15 +52,17 @@ def tiny_decoder(tie=True):
     return Decoder(cfg).eval()
 
 
-@pytest.mark.parametrize("fmt", ["int8", "bf16"])
+@pytest.mark.parametrize("fmt", ["int8", "bf16", "int8-full"])
 def test_quantized_decoder_keeps_its_predictions(fmt):
     dec = tiny_decoder()
     ids = torch.randint(0, 300, (2, 12))
     with torch.inference_mode():
         ref = dec(input_ids=ids)
-        quantize_decoder(dec, fmt)
+        quantize_decoder(dec, fmt, prefill_fp32=False)
         got = dec(input_ids=ids)
-    assert not any(type(m) is nn.Linear for m in dec.modules())
+    plain = [m for m in dec.modules() if type(m) is nn.Linear]
+    assert plain == ([] if fmt == "int8-full" else [dec.lm_head])  # the head stays fp32 unless "-full"
+    assert (dec.lm_head.weight is dec.embed_tokens.weight) == (fmt != "int8-full")
     assert dec.embed_tokens.weight.dtype == torch.float32
     assert float((got - ref).abs().max()) <= 0.05 * float(ref.abs().max())
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
@@ -72,11 +74,17 @@ def test_weight_bytes_per_token():
         b.numel() * b.element_size() for b in dec.buffers()
     )
     assert weight_bytes_per_token(dec) == every  # tied: lm_head reads the whole table
-    quantize_decoder(dec, "int8")
+    quantize_decoder(dec, "int8-full")
     linear = sum(m.weight.numel() + 2 * m.scale.numel() for m in dec.modules() if isinstance(m, Int8Linear))
     norms = sum(p.numel() * 4 for n, p in dec.named_parameters() if "norm" in n)
     inv_freq = sum(b.numel() * b.element_size() for n, b in dec.named_buffers() if "rotary" in n)
     assert weight_bytes_per_token(dec) == linear + norms + inv_freq + 64 * 4  # one embedding row
+    kept_head = tiny_decoder(tie=True)
+    quantize_decoder(kept_head, "int8")  # the tied fp32 head: the whole table is read per token
+    body = sum(
+        m.weight.numel() + 2 * m.scale.numel() for m in kept_head.modules() if isinstance(m, Int8Linear)
+    )
+    assert weight_bytes_per_token(kept_head) == body + norms + inv_freq + 300 * 64 * 4
 
 
 def test_unknown_format_is_refused():
@@ -117,7 +125,23 @@ def test_fused_projections_compute_the_same_logits():
 def test_fused_int8_equals_unfused_int8():
     a, b = tiny_decoder(), tiny_decoder()
     ids = torch.randint(0, 300, (1, 8))
-    quantize_decoder(a, "int8")
-    quantize_decoder(b, "int8", fuse=True)
+    quantize_decoder(a, "int8-full")
+    quantize_decoder(b, "int8-full", fuse=True)
     with torch.inference_mode():
         assert float((a(input_ids=ids) - b(input_ids=ids)).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["int8", "bf16", "int8-full"])
+def test_prefill_runs_on_fp32_weights_and_decode_on_reduced_ones(fmt):
+    from vislang.generation.quantize import PREFILL_ROWS
+
+    dec = tiny_decoder()
+    prompt = torch.randint(0, 300, (1, PREFILL_ROWS + 4))
+    step = torch.randint(0, 300, (1, 1))
+    with torch.inference_mode():
+        ref_prompt, ref_step = dec(input_ids=prompt), dec(input_ids=step)
+        quantize_decoder(dec, fmt)
+        assert torch.equal(dec(input_ids=prompt), ref_prompt)  # the prefill: fp32, bit for bit
+        got = dec(input_ids=step)
+    assert not torch.equal(got, ref_step)  # one row: the reduced weights
+    assert float((got - ref_step).abs().max()) <= 0.05 * float(ref_step.abs().max())

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..generation.quantize import FORMATS
+
 
 def cmd_serve(args) -> int:
     try:
@@ -65,7 +67,7 @@ def add_serve_parser(subparsers) -> None:
     serve.add_argument("--model-name", default=None, help="the id /v1/models reports")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--weights", choices=("fp32", "bf16", "int8"), default="fp32")
+    serve.add_argument("--weights", choices=FORMATS, default="fp32", help="the LM's weight format")
     serve.add_argument(
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' (or $VISLANG_API_KEY)"
     )
