@@ -41,7 +41,9 @@ TARGETS = [
     ("roofline of vislang int8 decode", "roofline_int8", ">=", 0.70),
     ("roofline of vislang int8-full decode", "roofline_int8full", ">=", 0.70),
     ("8 requests: engine / transformers static batch 8", "engine_vs_hf_static", ">=", 1.5),
+    ("8 requests: engine int8 / transformers static batch 8 fp32", "engine_int8_vs_hf_static", ">=", 1.5),
     ("8 requests: engine 8 slots / engine 1 slot", "engine_vs_batch1", ">=", 3.0),
+    ("8 requests, int8: engine 8 slots / engine 1 slot", "engine_int8_vs_batch1", ">=", 3.0),
     ("time to first token: repeated image / new image", "ttft_hit_vs_miss", "<=", 0.5),
 ]
 
@@ -134,6 +136,8 @@ def main() -> int:
         "roofline_int8full": r["decode"]["int8-full"]["roofline"],
         "engine_vs_hf_static": engine8 / hf_static,
         "engine_vs_batch1": engine8 / r["engine1_tokens_per_s"],
+        "engine_int8_vs_hf_static": r["engine8_int8_tokens_per_s"] / hf_static,
+        "engine_int8_vs_batch1": r["engine8_int8_tokens_per_s"] / r["engine1_int8_tokens_per_s"],
         "ttft_hit_vs_miss": r["ttft_hit_s"] / r["ttft_miss_s"],
     }
     print(f"\nsettings: greedy, {NEW_TOKENS} new tokens, prompt {len(ids)} tokens, best of {repeats}")

@@ -392,10 +392,10 @@ def test_cli(monkeypatch, tmp_path, capsys):
     )
     loaded = []
     fake = WorldFake(build_samples(("digits", "scene"), 6))
-    monkeypatch.setattr(vislang, "load", lambda path: loaded.append(path) or fake)
+    monkeypatch.setattr(vislang, "load", lambda path, **kw: loaded.append((path, kw)) or fake)
     out = tmp_path / "r.json"
     args = parser.parse_args(["eval", "world", "--families", "digits,scene", "--n", "6", "--out", str(out)])
-    assert args.func(args) == 0 and loaded == [None]
+    assert args.func(args) == 0 and loaded == [(None, {"weights": "fp32", "fuse": True})]
     assert "digits" in capsys.readouterr().out and json.loads(out.read_text())["overall"]["accuracy"] == 1.0
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "world", "--families", "scene,nope"])

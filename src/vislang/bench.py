@@ -127,9 +127,11 @@ def run_bench(formats=("fp32", "int8"), quick: bool = False) -> dict:
     base = vislang.load()
     ids = base.prompt_ids(CHAT, [])
     results = {"machine": machine(), "bandwidth_GBps": read_bandwidth() / 1e9, "decode": {}}
+    models = {}
     for fmt in formats:
         model = base if fmt == "fp32" else copy.deepcopy(base)
         quantize_decoder(model.language_model, fmt, fuse=True)
+        models[fmt] = model
         rate = decode_rate(vislang_decode(model, ids), repeats=repeats)
         moved = weight_bytes_per_token(model.language_model) * rate / 1e9
         results["decode"][fmt] = {
@@ -140,6 +142,9 @@ def run_bench(formats=("fp32", "int8"), quick: bool = False) -> dict:
     requests = mixed_requests(8)
     results["engine8_tokens_per_s"], results["engine_tokens"] = engine_throughput(base, requests, 8)
     results["engine1_tokens_per_s"], _ = engine_throughput(base, requests, 1)
+    if "int8" in models:  # the same requests on int8 weights (answers as fp32's: see quantize.py)
+        results["engine8_int8_tokens_per_s"], _ = engine_throughput(models["int8"], requests, 8)
+        results["engine1_int8_tokens_per_s"], _ = engine_throughput(models["int8"], requests, 1)
     images = [
         generate_sample("scene", "test", 7, i, WorldConfig()).images[0] for i in range(3 if quick else 5)
     ]
@@ -156,6 +161,9 @@ def format_results(r: dict) -> str:
             f"batch-1 decode {fmt}: {d['tokens_per_s']:.1f} tok/s{ratio}; weights read {d['GBps']:.1f} GB/s "
             f"= {100 * d['roofline']:.0f}% of bandwidth"
         )
+    if "engine8_int8_tokens_per_s" in r:
+        i8, i1 = r["engine8_int8_tokens_per_s"], r["engine1_int8_tokens_per_s"]
+        lines.append(f"8 mixed requests, int8 weights: engine 8 slots {i8:.1f} tok/s; 1 slot {i1:.1f} tok/s")
     e8, e1 = r["engine8_tokens_per_s"], r["engine1_tokens_per_s"]
     lines.append(
         f"8 mixed requests, engine 8 slots: {e8:.1f} tok/s; 1 slot: {e1:.1f} tok/s; ratio {e8 / e1:.2f}x"
