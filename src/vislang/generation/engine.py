@@ -346,7 +346,8 @@ class Engine:
             run.req.handle._emit(delta)
             return self._release(run, reason="stop")
         run.new.append(token)
-        run.seen = torch.cat([run.seen, run.seen.new_tensor([[token]])], dim=1)
+        if p.repetition_penalty != 1.0:  # only the penalty reads it: no growing tensor otherwise
+            run.seen = torch.cat([run.seen, run.seen.new_tensor([[token]])], dim=1)
         delta = run.stops.push(run.detok.push(token))
         run.text += delta
         run.req.handle._emit(delta)
