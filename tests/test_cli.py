@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -76,3 +77,12 @@ def test_unknown_model_type_from_the_shell(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "paligemma"}')
     out = run("chat", "--model", str(tmp_path), "-p", "hi")
     assert out.returncode == 2 and "llava_next" in out.stderr
+
+
+def test_bench_formats_are_checked_by_the_parser():
+    from vislang.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["bench", "--formats", "fp32,int8-full"]).formats == ("fp32", "int8-full")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--formats", "fp32,fp8"])

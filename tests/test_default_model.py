@@ -48,17 +48,15 @@ def test_text_only_chat_is_the_language_model_unchanged(model):
     assert reply.token_ids[0] == plain
 
 
+def asked(sample):
+    """The sample's question about its image, as one user message."""
+    content = [{"type": "image", "image": sample.images[0]}, {"type": "text", "text": sample.question}]
+    return [{"role": "user", "content": content}]
+
+
 def test_training_batch_labels_only_the_answer(model):
     sample = generate_sample("scene", "train", 0, 3)
-    msgs = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": sample.images[0]},
-                {"type": "text", "text": sample.question},
-            ],
-        }
-    ]
+    msgs = asked(sample)
     batch = model.training_batch([(msgs, sample.answer), ([{"role": "user", "content": "Hi"}], "Hello!")])
     labels = batch["labels"]
     answer = model.tokenizer.encode(sample.answer, add_special_tokens=False) + [model.tokenizer.eos_token_id]
@@ -70,15 +68,7 @@ def test_training_batch_labels_only_the_answer(model):
 
 def test_only_the_projector_learns(model):
     sample = generate_sample("scene", "train", 0, 4)
-    msgs = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": sample.images[0]},
-                {"type": "text", "text": sample.question},
-            ],
-        }
-    ]
+    msgs = asked(sample)
     model.train()
     for p in model.language_model.parameters():
         p.requires_grad_(False)

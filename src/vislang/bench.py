@@ -1,4 +1,4 @@
-"""`vislang bench`: generation speed on this machine, as ratios measured in one run.
+"""Generation speed on this machine, as ratios measured in one run (`vislang bench` prints them).
 
 Every number is a best-of-N wall time (the least disturbed run), measured after a warm-up. Decode
 rate is (tokens of a long run - tokens of a 1-token run) / (time difference): prefill cancels out.
@@ -7,7 +7,6 @@ benchmarks/generation.py adds transformers as the peer; this command needs no te
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import platform
@@ -17,7 +16,7 @@ import torch
 
 from .generation import SamplingParams, generate
 from .generation.engine import Engine
-from .generation.quantize import FORMATS, quantize_decoder, weight_bytes_per_token
+from .generation.quantize import quantize_decoder, weight_bytes_per_token
 
 CHAT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 NEW_TOKENS = 64
@@ -174,16 +173,3 @@ def format_results(r: dict) -> str:
         f"new image: {1e3 * miss:.0f} ms ({hit / miss:.2f}x)"
     )
     return "\n".join(lines)
-
-
-def cmd_bench(args) -> int:
-    print(format_results(run_bench(tuple(args.formats.split(",")), quick=args.quick)))
-    return 0
-
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    bench = subparsers.add_parser("bench", help="measure generation speed on this machine (default model)")
-    bench.add_argument("--formats", default="fp32,int8", help=f"comma-separated, of {', '.join(FORMATS)}")
-    bench.add_argument("--quick", action="store_true", help="one timed run each instead of the best of three")
-    bench.set_defaults(func=cmd_bench)
-    return bench

@@ -9,7 +9,6 @@ import os
 import platform
 import sys
 
-from .bench import add_bench_parser
 from .data.cli import add_world_parser
 from .data.real import FASHION_DIR
 from .eval.cli import add_eval_parser
@@ -107,6 +106,21 @@ def cmd_ground(args) -> int:
     return 0
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(text.split(","))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown weight formats {unknown}; formats: {', '.join(FORMATS)}")
+    return formats
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_results, run_bench
+
+    print(format_results(run_bench(args.formats, quick=args.quick)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vislang", description="vision-language models on your machine")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -139,7 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
-    add_bench_parser(sub)
+    bench = sub.add_parser("bench", help="measure generation speed on this machine (default model)")
+    bench.add_argument(
+        "--formats", type=_formats, default=("fp32", "int8"), help=f"comma-separated: {FORMATS}"
+    )
+    bench.add_argument("--quick", action="store_true", help="one timed run each instead of the best of three")
+    bench.set_defaults(func=cmd_bench)
+
     add_serve_parser(sub)
     return parser
 
