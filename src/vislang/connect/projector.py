@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ..nn import get_activation
+from ..nn import Linear, get_activation
 
 
 class LinearProjector(nn.Module):
@@ -11,7 +11,7 @@ class LinearProjector(nn.Module):
 
     def __init__(self, vision_dim: int, text_dim: int, bias: bool = True):
         super().__init__()
-        self.linear_1 = nn.Linear(vision_dim, text_dim, bias=bias)
+        self.linear_1 = Linear(vision_dim, text_dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_1(x)
@@ -22,9 +22,9 @@ class MLPProjector(nn.Module):
 
     def __init__(self, vision_dim: int, text_dim: int, act: str = "gelu", bias: bool = True):
         super().__init__()
-        self.linear_1 = nn.Linear(vision_dim, text_dim, bias=bias)
+        self.linear_1 = Linear(vision_dim, text_dim, bias=bias)
         self.act = get_activation(act)
-        self.linear_2 = nn.Linear(text_dim, text_dim, bias=bias)
+        self.linear_2 = Linear(text_dim, text_dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(x)))

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import Linear, fast_linear
+
 FORMATS = ("fp32", "bf16", "int8", "int8-full")
 PREFILL_ROWS = 16
 
@@ -47,7 +49,7 @@ class ReducedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
         if self.fp32_weight is not None and flat.shape[0] > PREFILL_ROWS:
-            y = F.linear(flat, self.fp32_weight.to(x.dtype))
+            y = fast_linear(flat, self.fp32_weight.to(x.dtype))
         else:
             y = self.reduced(flat).to(x.dtype)
         y = y.reshape(*x.shape[:-1], self.out_features)
@@ -102,7 +104,7 @@ def quantize_decoder(
     head = getattr(decoder, "lm_head", None)
     for parent in list(decoder.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and (child is not head or fmt == "int8-full"):
+            if type(child) in (nn.Linear, Linear) and (child is not head or fmt == "int8-full"):
                 setattr(parent, name, make(child, prefill_fp32))
     if fmt == "int8-full" and hasattr(decoder, "tie"):
         decoder.tie = False  # lm_head now has its own copy

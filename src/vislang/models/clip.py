@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ClipConfig
+from ..nn import Linear
 from ..processing import load_image
 from ..text import ClipTextTransformer
 from ..vision import VisionTransformer
@@ -34,8 +35,8 @@ class Clip(PretrainedMixin, nn.Module):
         self.cfg = cfg
         self.vision = VisionTransformer(cfg.vision_config)
         self.text = ClipTextTransformer(cfg.text_config)
-        self.visual_projection = nn.Linear(cfg.vision_config.hidden_size, cfg.projection_dim, bias=False)
-        self.text_projection = nn.Linear(cfg.text_config.hidden_size, cfg.projection_dim, bias=False)
+        self.visual_projection = Linear(cfg.vision_config.hidden_size, cfg.projection_dim, bias=False)
+        self.text_projection = Linear(cfg.text_config.hidden_size, cfg.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.logit_scale_init_value))
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

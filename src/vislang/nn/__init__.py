@@ -4,6 +4,7 @@ from .activations import get_activation
 from .attention import Attention
 from .block import EncoderBlock
 from .kv_cache import KVCache
+from .linear import Linear, fast_linear
 from .masks import build_mask, positions_from_mask
 from .mlp import MLP, GatedMLP
 from .norms import LayerNorm, RMSNorm
@@ -15,11 +16,13 @@ __all__ = [
     "GatedMLP",
     "KVCache",
     "LayerNorm",
+    "Linear",
     "MLP",
     "RMSNorm",
     "RotaryEmbedding",
     "apply_rope",
     "build_mask",
     "get_activation",
+    "fast_linear",
     "positions_from_mask",
 ]

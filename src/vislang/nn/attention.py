@@ -5,13 +5,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kv_cache import KVCache
+from .linear import Linear
 from .rope import apply_rope
 
 
 def concat_linear(parts: list[nn.Linear]) -> nn.Linear:
     """One nn.Linear computing the given layers' outputs side by side (same input)."""
     w = torch.cat([p.weight.detach() for p in parts])
-    fused = nn.Linear(w.shape[1], w.shape[0], bias=any(p.bias is not None for p in parts))
+    fused = Linear(w.shape[1], w.shape[0], bias=any(p.bias is not None for p in parts))
     fused = fused.to(device=w.device, dtype=w.dtype).requires_grad_(False)
     with torch.no_grad():
         fused.weight.copy_(w)
@@ -38,10 +39,10 @@ class Attention(nn.Module):
         self.n_heads = n_heads
         self.n_kv_heads = n_kv_heads or n_heads
         self.head_dim = head_dim or dim // n_heads
-        self.q_proj = nn.Linear(dim, n_heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, self.n_kv_heads * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, self.n_kv_heads * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(n_heads * self.head_dim, dim, bias=o_bias)
+        self.q_proj = Linear(dim, n_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = Linear(dim, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = Linear(dim, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = Linear(n_heads * self.head_dim, dim, bias=o_bias)
         self.qkv_proj: nn.Linear | None = None  # set by fuse()
 
     def fuse(self) -> None:

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
+from .linear import Linear
 
 
 class GatedMLP(nn.Module):
@@ -11,9 +12,9 @@ class GatedMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, act: str = "silu", bias: bool = False):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
-        self.up_proj = nn.Linear(dim, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+        self.gate_proj = Linear(dim, hidden, bias=bias)
+        self.up_proj = Linear(dim, hidden, bias=bias)
+        self.down_proj = Linear(hidden, dim, bias=bias)
         self.act = get_activation(act)
         self.gate_up_proj: nn.Linear | None = None  # set by fuse()
 
@@ -40,8 +41,8 @@ class MLP(nn.Module):
         self, dim: int, hidden: int, act: str = "gelu", bias: bool = True, out_dim: int | None = None
     ):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
+        self.fc1 = Linear(dim, hidden, bias=bias)
+        self.fc2 = Linear(hidden, out_dim or dim, bias=bias)
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

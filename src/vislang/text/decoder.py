@@ -6,7 +6,16 @@ import torch
 from torch import nn
 
 from ..config import TextConfig
-from ..nn import Attention, GatedMLP, KVCache, RMSNorm, RotaryEmbedding, build_mask, positions_from_mask
+from ..nn import (
+    Attention,
+    GatedMLP,
+    KVCache,
+    Linear,
+    RMSNorm,
+    RotaryEmbedding,
+    build_mask,
+    positions_from_mask,
+)
 
 
 class DecoderLayer(nn.Module):
@@ -41,7 +50,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:

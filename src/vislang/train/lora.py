@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import Linear
+
 
 class LoRALinear(nn.Linear):
     def __init__(self, base: nn.Linear, rank: int, alpha: float):
@@ -33,7 +35,7 @@ class LoRALinear(nn.Linear):
 
     def merged(self) -> nn.Linear:
         """A plain nn.Linear computing the same function: W + scale * B @ A, no extra matmuls."""
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        out = Linear(self.in_features, self.out_features, bias=self.bias is not None)
         out = out.to(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             out.weight.copy_(self.weight + self.scale * (self.lora_B @ self.lora_A))

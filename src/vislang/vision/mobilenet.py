@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..nn import Linear
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -84,7 +86,7 @@ class MobileNetV2(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = ConvBN(c_in, cfg.feature_channels)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(cfg.feature_channels, cfg.num_classes)
+        self.fc = Linear(cfg.feature_channels, cfg.num_classes)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [B, 3, H, W] (ImageNet-normalized) -> grid [B, 1280, ceil(H/32), ceil(W/32)]."""
