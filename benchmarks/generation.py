@@ -110,7 +110,7 @@ def main() -> int:
     r = run_bench(("fp32", "bf16", "int8", "int8-full"), quick=args.quick)
     print(format_results(r))
     hf = transformers_model()
-    base = vislang.load()
+    base = vislang.load(fuse=True)  # as served
     ids = base.prompt_ids(CHAT, [])
     hf_rate = decode_rate(hf_decode(hf, ids), repeats=repeats)
     requests = mixed_requests(8)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import vislang.nn.linear as linear_mod
 from vislang.nn import Linear, fast_linear
+from vislang.nn.linear import PackedLinear
 
 
 @pytest.mark.parametrize("shape", [(1, 576), (8, 576), (2, 3, 576), (300, 576), (1, 1, 576)])
@@ -64,3 +65,47 @@ def test_training_gets_gradients_like_nn_linear():
     ref(x).square().sum().backward()
     assert torch.allclose(gx, x.grad) and torch.allclose(ours.weight.grad, ref.weight.grad)
     assert list(ours.state_dict()) == ["weight", "bias"]
+
+
+@pytest.mark.parametrize("rows", [1, 8, 37])
+def test_packed_linear_matches_f_linear(rows):
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(576, 960)
+    packed = PackedLinear(plain)
+    x = torch.randn(rows, 576)
+    ref = F.linear(x.double(), plain.weight.double(), plain.bias.double())
+    bound = 576 * 2.0**-24 * (x.abs().double() @ plain.weight.abs().double().T).max()
+    with torch.inference_mode():
+        got = packed(x[None])[0]  # [1, rows, 576]: any leading shape
+    assert float((got.double() - ref).abs().max()) <= bound
+    assert packed.state_dict() == {}  # an opaque layout is never saved
+
+
+def test_fused_fp32_decoder_is_packed_and_predicts_the_same():
+    from tiny import tiny_decoder
+    from vislang.generation.quantize import quantize_decoder
+
+    dec = tiny_decoder()
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.inference_mode():
+        ref = dec(input_ids=ids)
+        quantize_decoder(dec, "fp32", fuse=True)
+        got = dec(input_ids=ids)
+    kinds = {type(m).__name__ for m in dec.modules() if isinstance(m, (torch.nn.Linear, PackedLinear))}
+    assert kinds == {"PackedLinear", "Linear"}  # every layer but the tied head
+    assert dec.lm_head.weight is dec.embed_tokens.weight
+    assert torch.allclose(got, ref, atol=1e-4) and torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_caller_threads_run_single_threaded_and_restore():
+    from vislang.generation import threads
+
+    if threads._GOMP is None:
+        pytest.fail("PyTorch here should run on GNU OpenMP (its Linux CPU wheels do)")
+    before = threads._GOMP.omp_get_max_threads()
+    with threads.single_threaded():
+        assert threads._GOMP.omp_get_max_threads() == 1
+        torch.ones(1 << 20).sum()  # a parallel op runs, on one thread
+    assert threads._GOMP.omp_get_max_threads() == before
+    assert threads.release_idle_workers()
+    assert float(torch.ones(1 << 20).sum()) == 1 << 20  # a released pool comes back on demand

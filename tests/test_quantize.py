@@ -6,11 +6,10 @@ import torch
 from torch import nn
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-from vislang.config import TextConfig
+from tiny import tiny_decoder
 from vislang.generation.quantize import Bf16Linear, Int8Linear, quantize_decoder, weight_bytes_per_token
 from vislang.generation.sampling import penalize_repetition
 from vislang.nn import Linear
-from vislang.text.decoder import Decoder
 
 
 @pytest.mark.parametrize("make,bound", [(Int8Linear, 0.02), (Bf16Linear, 0.02)])
@@ -37,20 +36,6 @@ def _linear(w):
     with torch.no_grad():
         lin.weight.copy_(w)
     return lin
-
-
-def tiny_decoder(tie=True):
-    cfg = TextConfig(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tie,
-    )
-    torch.manual_seed(0)
-    return Decoder(cfg).eval()
 
 
 @pytest.mark.parametrize("fmt", ["int8", "bf16", "int8-full"])

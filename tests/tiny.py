@@ -136,3 +136,23 @@ def llava_folder(path, text="llama_gqa"):
         num_additional_image_tokens=1,
     )
     return hf, processor
+
+
+def tiny_decoder(tie=True):
+    """A 2-layer Llama-style vislang decoder with seeded random weights."""
+    import torch
+
+    from vislang.config import TextConfig
+    from vislang.text.decoder import Decoder
+
+    cfg = TextConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tie,
+    )
+    torch.manual_seed(0)
+    return Decoder(cfg).eval()

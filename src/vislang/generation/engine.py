@@ -31,6 +31,7 @@ from .caches import LRUBytes, image_key, prefix_key
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .sampling import SamplingParams, next_token, penalize_repetition
 from .slots import SlotCache
+from .threads import release_idle_workers, single_threaded
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -183,6 +184,8 @@ class Engine:
         self._ids = itertools.count()
         self._stop = threading.Event()
         self._arrived = threading.Event()
+        self._threads = torch.get_num_threads()  # the creator's setting, for the model thread
+        release_idle_workers()  # see threads.py: idle pools elsewhere slow the model thread
         self._thread = threading.Thread(target=self._loop, name="vislang-engine", daemon=True)
         self._thread.start()
 
@@ -197,11 +200,12 @@ class Engine:
         if len(sources) > self.max_images:
             raise VislangError(f"{len(sources)} images in one request; at most {self.max_images} allowed")
         images, counts = [], []
-        for source in sources:
-            image = load_image(source)
-            inputs, (count,) = self.model.prepare_images([image])
-            images.append((image_key(image), inputs))
-            counts.append(count)
+        with single_threaded():  # no OpenMP pool in callers' threads (see threads.py)
+            for source in sources:
+                image = load_image(source)
+                inputs, (count,) = self.model.prepare_images([image])
+                images.append((image_key(image), inputs))
+                counts.append(count)
         ids = self.model.prompt_ids(clean, counts)
         if len(ids) + params.max_new_tokens > self.max_len:
             raise PromptTooLongError(
@@ -233,6 +237,7 @@ class Engine:
     # --- the model thread ---
 
     def _loop(self) -> None:
+        torch.set_num_threads(self._threads)  # a new thread starts from OpenMP's default
         with torch.inference_mode():
             while not self._stop.is_set():
                 self._admit()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import Linear, fast_linear
+from ..nn.linear import ONEDNN, Linear, PackedLinear, fast_linear
 
 FORMATS = ("fp32", "bf16", "int8", "int8-full")
 PREFILL_ROWS = 16
@@ -83,6 +83,8 @@ def quantize_decoder(
     """Prepare a decoder LM for inference, in place: LoRA adapters folded in, q/k/v and gate/up
     fused into one matmul each (`fuse`), and every linear layer stored in `fmt` (lm_head only for
     "int8-full", untied then from the embeddings, which stay fp32: a lookup reads one row).
+    With `fuse`, fp32 layers also take oneDNN's own weight layout (PackedLinear), except a head
+    tied to the embeddings, which would need a second copy and is read at full speed as it is.
 
     Fusing concatenates output rows, so each row keeps its own int8 scale: the same numbers as
     quantizing the layers apart, in fewer, larger matmuls.
@@ -98,17 +100,25 @@ def quantize_decoder(
         for module in decoder.modules():
             if hasattr(module, "fuse"):
                 module.fuse()
+    head = getattr(decoder, "lm_head", None)
     if fmt == "fp32":
+        if fuse and ONEDNN and decoder.embed_tokens.weight.dtype == torch.float32:
+            _replace_linears(decoder, lambda child: child is not head, PackedLinear)
         return decoder
     make = Bf16Linear if fmt == "bf16" else Int8Linear
-    head = getattr(decoder, "lm_head", None)
-    for parent in list(decoder.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) in (nn.Linear, Linear) and (child is not head or fmt == "int8-full"):
-                setattr(parent, name, make(child, prefill_fp32))
+    _replace_linears(
+        decoder, lambda child: child is not head or fmt == "int8-full", lambda c: make(c, prefill_fp32)
+    )
     if fmt == "int8-full" and hasattr(decoder, "tie"):
         decoder.tie = False  # lm_head now has its own copy
     return decoder
+
+
+def _replace_linears(module: nn.Module, chosen, make) -> None:
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (nn.Linear, Linear) and chosen(child):
+                setattr(parent, name, make(child))
 
 
 def weight_bytes_per_token(decoder: nn.Module) -> int:
