@@ -103,3 +103,24 @@ def test_cached_decoder_equals_uncached():
         parts += [ours(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache) for t in range(7, 12)]
     diff = (full - torch.cat(parts, 1))[mask.bool()].abs().max()
     assert float(diff) <= 1e-5
+
+
+def test_rotate_equals_apply_rope_bit_for_bit():
+    from vislang.nn import RotaryEmbedding, apply_rope
+    from vislang.nn.rope import rope_for_heads, rotate
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 64)  # [B, T, H, D]
+    cos, sin = RotaryEmbedding(64, 10000.0)(torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]]), torch.float32)
+    ref = apply_rope(x.transpose(1, 2), cos, sin).transpose(1, 2)
+    assert torch.equal(rotate(x, *rope_for_heads(cos, sin)), ref)
+
+
+def test_rms_norm_fast_path_equals_the_written_out_formula():
+    from vislang.nn import RMSNorm
+
+    torch.manual_seed(0)
+    norm, x = RMSNorm(576, eps=1e-5), 3 * torch.randn(2, 7, 576)
+    torch.nn.init.normal_(norm.weight)
+    ref = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    assert torch.equal(norm(x), ref)

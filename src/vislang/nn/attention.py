@@ -6,7 +6,7 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .linear import Linear
-from .rope import apply_rope
+from .rope import rotate
 
 
 def concat_linear(parts: list[nn.Linear]) -> nn.Linear:
@@ -62,16 +62,21 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
+        """x [B, T, dim]; rope: tables from rope_for_heads; mask: additive [B, 1, T, keys]."""
         B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(x).split(self.qkv_splits, dim=-1)
+            qkv = self.qkv_proj(x).view(B, T, H + 2 * Hkv, D)
+            qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv :]
+            if rope is not None:
+                qk = rotate(qk, *rope)  # q and k in one pass
+            q, k = qk[:, :, :H], qk[:, :, H:]
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, Hkv, D)
+            v = self.v_proj(x).view(B, T, Hkv, D)
+            if rope is not None:
+                q, k = rotate(q, *rope), rotate(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cache is not None:
             k, v = cache.update(layer, k, v)
         out = F.scaled_dot_product_attention(

@@ -51,6 +51,23 @@ class RotaryEmbedding(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def rope_for_heads(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RotaryEmbedding's (cos, sin) [B, T, D] in the form `rotate` takes, built once per forward:
+    [B, T, 1, D] (broadcast over heads), and sin with its first half negated."""
+    half = sin.shape[-1] // 2
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos[:, :, None], signed[:, :, None]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """apply_rope for x [B, T, H, D] with tables from rope_for_heads, in four ops instead of eight.
+
+    rotate_half(x) * sin == roll(x, D/2) * signed_sin exactly (negation is exact), and the sum is
+    formed in the same order, so the result equals apply_rope's to the last bit.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)

@@ -16,6 +16,7 @@ from ..nn import (
     build_mask,
     positions_from_mask,
 )
+from ..nn.rope import rope_for_heads
 
 
 class DecoderLayer(nn.Module):
@@ -88,7 +89,7 @@ class Decoder(nn.Module):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, past:]
         mask = build_mask(attention_mask, T, past + T, x.dtype, causal=True, window=self.cfg.window)
-        rope = self.rotary(position_ids, x.dtype)
+        rope = rope_for_heads(*self.rotary(position_ids, x.dtype))
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, rope, cache, i)
         if cache is not None:
