@@ -60,6 +60,18 @@ def test_batched_greedy_equals_one_by_one(model, engine):
     assert all(h.result().finish_reason == "length" for h in handles)
 
 
+def test_inference_layout_decodes_the_same(tmp_path):
+    """fuse=True (fused q/k/v and gate/up, oneDNN-layout weights: what `vislang serve` runs)
+    batched in the engine gives the plain model's one-by-one tokens."""
+    llava_folder(tmp_path)
+    model, fused = vislang.load(tmp_path), vislang.load(tmp_path, fuse=True)
+    assert any(type(m).__name__ == "PackedLinear" for m in fused.language_model.modules())
+    alone = [model.chat(msgs, **kw).token_ids for msgs, kw in requests()]
+    with Engine(fused, max_batch=3, max_len=160, max_images=3) as eng:
+        handles = [eng.submit(msgs, **kw) for msgs, kw in requests()]
+        assert [h.result(60).token_ids for h in handles] == alone
+
+
 def test_greedy_stops_at_eos_like_chat(model, engine):
     msgs = conversation(3, images=1)
     reply = model.chat(msgs, max_new_tokens=40)
