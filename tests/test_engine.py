@@ -216,6 +216,46 @@ def test_slot_cache_decodes_rows_of_different_lengths_like_a_kv_cache(model):
     assert slots.lengths == [4, 10, 6]
 
 
+def test_slot_cache_move_keeps_a_sequence_decodable(model):
+    """A sequence moved into a freed slot (the engine's compaction) decodes as if never moved."""
+    from vislang.generation.slots import SlotCache
+
+    lm = model.language_model
+    torch.manual_seed(1)
+    prompts = [torch.randint(6, 150, (1, n)) for n in (4, 7, 11)]
+    slots = SlotCache.for_decoder(lm, 4, 32)
+    with torch.inference_mode():
+        for s, ids in enumerate(prompts):
+            lm(input_ids=ids, cache=slots.view(s), last_only=True)
+        slots.free(0)
+        slots.move(2, 0)  # rows 0, 1 now hold prompts 2 and 1
+        assert slots.lengths == [11, 7, 0, 0]
+        nxt = torch.tensor([[7], [8]])
+        positions, mask = slots.begin_step(2)
+        batched = lm(input_ids=nxt, attention_mask=mask, position_ids=positions, cache=slots)[:, -1]
+        for row, ids in enumerate([prompts[2], prompts[1]]):
+            ref = lm(input_ids=torch.cat([ids, nxt[row : row + 1]], dim=1))[:, -1]
+            assert float((batched[row] - ref[0]).abs().max()) <= 1e-5
+
+
+def test_engine_keeps_busy_slots_in_the_first_rows(engine, monkeypatch):
+    """When the request in slot 0 ends first, the later ones move up: every decode step computes
+    busy rows only."""
+    steps = []
+    real_begin = engine.cache.begin_step
+
+    def begin_step(n):
+        steps.append((n, [run is not None for run in engine.slots]))
+        return real_begin(n)
+
+    monkeypatch.setattr(engine.cache, "begin_step", begin_step)
+    kw = [dict(max_new_tokens=k, min_new_tokens=k) for k in (3, 30, 30)]
+    handles = [engine.submit(conversation(i, images=0), **kw[i]) for i in range(3)]
+    assert [len(h.result(60).token_ids) for h in handles] == [3, 30, 30]
+    assert [n for n, _ in steps].count(2) >= 25  # the two long ones went on as rows 0 and 1
+    assert all(busy == [True] * n + [False] * (len(busy) - n) for n, busy in steps)
+
+
 def test_static_batch_with_different_image_counts_equals_one_by_one(model):
     """chat_batch: left padding, rows with 0, 1 and 2 images in one forward."""
     convs = [conversation(i, images=i % 3) for i in range(5)]

@@ -249,9 +249,9 @@ class Engine:
                     self._step()
                 except Exception as e:  # a failed batch fails its requests, never the engine
                     log.exception("decode step failed")
-                    for run in filter(None, self.slots):
+                    for run in [r for r in self.slots if r is not None]:
                         self._release(run, error=e)
-        for run in filter(None, self.slots):
+        for run in [r for r in self.slots if r is not None]:
             self._release(run, error=VislangError("the engine shut down"))
 
     def _admit(self) -> None:
@@ -320,26 +320,36 @@ class Engine:
         return int(next_token(logits, p, run.generator)[0])
 
     def _step(self) -> None:
-        for run in filter(None, self.slots):
+        for run in [r for r in self.slots if r is not None]:
             if run.req.handle.cancelled:
                 self._release(run, reason="cancelled")
-        active = [i for i, s in enumerate(self.slots) if s is not None]
-        if not active:
+        self._compact()
+        runs = [r for r in self.slots if r is not None]  # rows 0..n-1, after compacting
+        if not runs:
             return
-        n = active[-1] + 1  # rows 0..n-1; free slots in between ride along and are ignored
-        tokens = torch.zeros(n, 1, dtype=torch.long, device=self.device)
-        for i in active:
-            tokens[i, 0] = self.slots[i].new[-1]
-        positions, mask = self.cache.begin_step(n, active)
+        tokens = torch.tensor([[run.new[-1]] for run in runs], dtype=torch.long, device=self.device)
+        positions, mask = self.cache.begin_step(len(runs))
         logits = self.lm(
             input_ids=tokens,
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
             cache=self.cache,
         )[:, -1]
-        for i in active:
-            run = self.slots[i]
+        for i, run in enumerate(runs):
             self._accept(run, self._sample(run, logits[i : i + 1]))
+
+    def _compact(self) -> None:
+        """Move the last busy slots into the holes finished requests left, so a step computes
+        only busy rows (a free row in the middle would cost a full row of matmuls and attention)."""
+        while True:
+            busy = [i for i, run in enumerate(self.slots) if run is not None]
+            holes = [i for i in range(len(busy)) if self.slots[i] is None]
+            if not holes:
+                return
+            src, dst = busy[-1], holes[0]
+            run = self.slots[src]
+            self.cache.move(src, dst)
+            self.slots[dst], self.slots[src], run.slot = run, None, dst
 
     def _accept(self, run: _Running, token: int) -> None:
         """Take a sampled token: stream its text, or end the request (EOS, stop string, length)."""

@@ -32,18 +32,14 @@ class SlotCache:
 
     # --- one decode step over rows 0..n-1 ---
 
-    def begin_step(self, n: int, active: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position ids [n, 1] and the key mask [n, longest + 1] for one new token per row.
-
-        Rows not in `active` (free slots between busy ones) are computed and thrown away; their
-        lengths do not move.
-        """
+    def begin_step(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position ids [n, 1] and the key mask [n, longest + 1] for one new token in each of
+        slots 0..n-1 (the engine keeps its busy slots there: see `move`)."""
         lengths = torch.tensor(self.lengths[:n])
         if int(lengths.max()) >= self.max_len:
             raise ValueError(f"a slot is full: {self.max_len} positions allocated")
         self.length = int(lengths.max())
         self._rows, self._pos = torch.arange(n), lengths
-        self._active = list(range(n)) if active is None else list(active)
         mask = (torch.arange(self.length + 1)[None, :] <= lengths[:, None]).long()
         return lengths[:, None], mask
 
@@ -54,7 +50,7 @@ class SlotCache:
         return self.keys[layer][:n, :, : self.length + 1], self.values[layer][:n, :, : self.length + 1]
 
     def advance(self, n_tokens: int) -> None:
-        for row in self._active:
+        for row in range(len(self._rows)):
             self.lengths[row] += n_tokens
 
     # --- one slot at a time ---
@@ -64,6 +60,14 @@ class SlotCache:
 
     def free(self, slot: int) -> None:
         self.lengths[slot] = 0
+
+    def move(self, src: int, dst: int) -> None:
+        """Relocate a sequence to another (free) slot: what keeps the busy slots in rows 0..n-1."""
+        n = self.lengths[src]
+        for k, v in zip(self.keys, self.values):
+            k[dst, :, :n] = k[src, :, :n]
+            v[dst, :, :n] = v[src, :, :n]
+        self.lengths[dst], self.lengths[src] = n, 0
 
     def read_prefix(self, slot: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Copies of the first n positions of a slot, per layer (what a prefix cache stores)."""
