@@ -256,6 +256,56 @@ def test_engine_keeps_busy_slots_in_the_first_rows(engine, monkeypatch):
     assert all(busy == [True] * n + [False] * (len(busy) - n) for n, busy in steps)
 
 
+def test_requests_arriving_together_are_prefilled_together(model, monkeypatch):
+    """Requests waiting at the same moment share one padded prefill (0, 1 and 2 images, different
+    lengths); each still gets the tokens it gets alone."""
+    import threading
+
+    convs = [conversation(i, images=i % 3) for i in range(4)]
+    kw = dict(max_new_tokens=6, min_new_tokens=6)
+    alone = [model.chat(c, **kw).token_ids for c in convs]
+    with Engine(model, max_batch=4, max_len=160, max_images=3) as eng:
+        gate, groups = threading.Event(), []
+        real_admit, real_together = eng._admit, eng._prefill_together
+
+        def admit():
+            gate.wait(30)  # hold the model thread until every request is queued
+            real_admit()
+
+        def together(runs):
+            groups.append(len(runs))
+            return real_together(runs)
+
+        monkeypatch.setattr(eng, "_admit", admit)
+        monkeypatch.setattr(eng, "_prefill_together", together)
+        handles = [eng.submit(c, **kw) for c in convs]
+        gate.set()
+        assert [h.result(60).token_ids for h in handles] == alone
+    assert groups == [4]
+
+
+def test_slot_batch_view_fills_slots_like_prefilling_alone(model):
+    from vislang.generation.slots import SlotCache
+
+    lm = model.language_model
+    torch.manual_seed(2)
+    prompts = [torch.randint(6, 150, (1, n)) for n in (5, 12, 8)]
+    alone, together = SlotCache.for_decoder(lm, 3, 32), SlotCache.for_decoder(lm, 4, 32)
+    T = 12
+    ids, mask = torch.zeros(3, T, dtype=torch.long), torch.zeros(3, T, dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, T - p.shape[1] :], mask[row, T - p.shape[1] :] = p[0], 1
+    with torch.inference_mode():
+        for s, p in enumerate(prompts):
+            lm(input_ids=p, cache=alone.view(s), last_only=True)
+        view = together.batch_view([3, 0, 1], [5, 12, 8])
+        lm(input_ids=ids, attention_mask=mask, cache=view, last_only=True)
+    assert together.lengths == [12, 8, 0, 5]
+    for s_alone, s_together, n in [(0, 3, 5), (1, 0, 12), (2, 1, 8)]:
+        for k_alone, k_together in zip(alone.keys, together.keys):
+            assert float((k_alone[s_alone, :, :n] - k_together[s_together, :, :n]).abs().max()) <= 1e-5
+
+
 def test_static_batch_with_different_image_counts_equals_one_by_one(model):
     """chat_batch: left padding, rows with 0, 1 and 2 images in one forward."""
     convs = [conversation(i, images=i % 3) for i in range(5)]

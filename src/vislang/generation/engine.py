@@ -255,24 +255,42 @@ class Engine:
             self._release(run, error=VislangError("the engine shut down"))
 
     def _admit(self) -> None:
-        while None in self.slots:
+        """Give waiting requests the free slots and prefill them: those arriving together in one
+        padded batch (prefill is compute-bound, so a batch is cheaper than its rows apart), a
+        request whose image and context were seen before alone (only its tail runs)."""
+        joining, free = [], self.slots.count(None)
+        while len(joining) < free:
             try:
                 req = self.waiting.get_nowait()
             except queue.Empty:
-                return
+                break
             if req.handle.cancelled:
                 req.handle._finish(Completion("", [], "cancelled", self._usage(req, 0)))
                 continue
             slot = self.slots.index(None)
-            run = _Running(req, slot, self.tokenizer, self.device)
-            self.slots[slot] = run
+            self.slots[slot] = _Running(req, slot, self.tokenizer, self.device)
+            joining.append(self.slots[slot])
+        fresh = [run for run in joining if self._stored_prefix(run) is None]
+        if len(fresh) > 1:
             try:
-                logits = self._prefill(run)
-                run.first_token_at = time.perf_counter()
-                self._accept(run, self._sample(run, logits))
+                self._start(fresh, self._prefill_together(fresh))
+            except Exception:
+                log.exception("batched prefill failed; prefilling its requests one by one")
+            else:
+                joining = [run for run in joining if run not in fresh]
+        for run in joining:
+            try:
+                self._start([run], self._prefill(run))
             except Exception as e:
                 log.exception("prefill failed")
                 self._release(run, error=e)
+
+    def _start(self, runs: list[_Running], logits: torch.Tensor) -> None:
+        """Sample each prefilled request's first token (logits: one row per request)."""
+        now = time.perf_counter()
+        for i, run in enumerate(runs):
+            run.first_token_at = now
+            self._accept(run, self._sample(run, logits[i : i + 1]))
 
     def _image_features(self, run: _Running) -> list[torch.Tensor]:
         feats = []
@@ -287,30 +305,63 @@ class Engine:
             feats.append(f)
         return feats
 
+    def _prefix(self, run: _Running) -> tuple[int, str | None]:
+        """(length, cache key) of the prompt up to its last image token: what a repeat of the same
+        images and context shares; (0, None) without images."""
+        ids = run.req.ids
+        if not run.req.images:
+            return 0, None
+        prefix = max(i for i, t in enumerate(ids) if t == self.model.image_token_id) + 1
+        return prefix, prefix_key(ids[:prefix], [k for k, _ in run.req.images])
+
+    def _stored_prefix(self, run: _Running):
+        prefix, pkey = self._prefix(run)
+        if pkey is None or prefix >= len(run.req.ids):
+            return None
+        return self.prefixes.get(pkey)
+
     def _prefill(self, run: _Running) -> torch.Tensor:
         ids, view = run.req.ids, self.cache.view(run.slot)
         self.cache.free(run.slot)
-        prefix, pkey = 0, None
-        if run.req.images:
-            # the prompt up to its last image token: what a repeat of the same image and context shares
-            image_id = self.model.image_token_id
-            prefix = max(i for i, t in enumerate(ids) if t == image_id) + 1
-            pkey = prefix_key(ids[:prefix], [k for k, _ in run.req.images])
-            stored = self.prefixes.get(pkey)
-            if stored is not None and prefix < len(ids):
-                self.cache.write_prefix(run.slot, stored)
-                run.cached["prefix_tokens"] = prefix
-                tail = torch.tensor([ids[prefix:]], device=self.device)
-                mask = torch.ones(1, len(ids), dtype=torch.long, device=self.device)
-                return self.model(input_ids=tail, attention_mask=mask, cache=view, last_only=True).logits[
-                    :, -1
-                ]
+        prefix, pkey = self._prefix(run)
+        stored = self._stored_prefix(run)
+        if stored is not None:
+            self.cache.write_prefix(run.slot, stored)
+            run.cached["prefix_tokens"] = prefix
+            tail = torch.tensor([ids[prefix:]], device=self.device)
+            mask = torch.ones(1, len(ids), dtype=torch.long, device=self.device)
+            return self.model(input_ids=tail, attention_mask=mask, cache=view, last_only=True).logits[:, -1]
         feats = self._image_features(run) if run.req.images else None
         input_ids = torch.tensor([ids], device=self.device)
         logits = self.model(input_ids=input_ids, cache=view, image_features=feats, last_only=True).logits
         if pkey is not None:
             self.prefixes.put(pkey, self.cache.read_prefix(run.slot, prefix))
         return logits[:, -1]
+
+    def _prefill_together(self, runs: list[_Running]) -> torch.Tensor:
+        """Prefill several prompts as one left-padded batch; each slot receives its real tokens."""
+        lengths = [len(run.req.ids) for run in runs]
+        T = max(lengths)
+        input_ids = torch.zeros(len(runs), T, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, run in enumerate(runs):
+            input_ids[row, T - lengths[row] :] = torch.tensor(run.req.ids)
+            mask[row, T - lengths[row] :] = 1
+        feats = [f for run in runs for f in self._image_features(run)]  # in row order
+        for run in runs:
+            self.cache.free(run.slot)
+        logits = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            cache=self.cache.batch_view([run.slot for run in runs], lengths),
+            image_features=feats or None,
+            last_only=True,
+        ).logits[:, -1]
+        for run in runs:
+            prefix, pkey = self._prefix(run)
+            if pkey is not None:
+                self.prefixes.put(pkey, self.cache.read_prefix(run.slot, prefix))
+        return logits
 
     def _sample(self, run: _Running, logits: torch.Tensor) -> int:
         p = run.req.handle.params

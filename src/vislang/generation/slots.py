@@ -1,8 +1,9 @@
 """A KV cache of fixed slots, one sequence each, for continuous batching.
 
 Every slot owns [n_kv_heads, max_len, head_dim] of keys and values per layer, allocated once when
-the engine starts. Sequences keep their own lengths: a prompt is prefilled alone into its slot
-(no padding inside a slot), and a decode step writes each row's new key at that row's own length.
+the engine starts. Sequences keep their own lengths: a prompt is prefilled into its slot alone or
+in a padded batch whose padding never enters a slot, and a decode step writes each row's new key
+at that row's own length.
 Rows of different lengths are decoded together under a padding mask over the longest of them.
 """
 
@@ -58,6 +59,9 @@ class SlotCache:
     def view(self, slot: int) -> SlotView:
         return SlotView(self, slot)
 
+    def batch_view(self, slots: list[int], lengths: list[int]) -> SlotBatchView:
+        return SlotBatchView(self, slots, lengths)
+
     def free(self, slot: int) -> None:
         self.lengths[slot] = 0
 
@@ -105,3 +109,29 @@ class SlotView:
 
     def advance(self, n: int) -> None:
         self.cache.lengths[self.slot] += n
+
+
+class SlotBatchView:
+    """Empty slots seen as one KVCache for a left-padded batch of prompts: attention runs on the
+    batch's own keys and values (under its padding mask), and each slot keeps only its row's real
+    tokens, from position 0, as if its prompt had been prefilled alone."""
+
+    length = 0  # a prefill: nothing cached before it
+
+    def __init__(self, cache: SlotCache, slots: list[int], lengths: list[int]):
+        self.cache, self.slots, self.lengths = cache, slots, lengths
+        self.max_len = cache.max_len
+        if max(lengths) > cache.max_len:
+            raise ValueError(f"KV cache full: {max(lengths)} positions needed, {cache.max_len} allocated")
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = k.shape[2]
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
+        for row, (slot, n) in enumerate(zip(self.slots, self.lengths)):
+            keys[slot, :, :n] = k[row, :, T - n :]
+            values[slot, :, :n] = v[row, :, T - n :]
+        return k, v
+
+    def advance(self, n: int) -> None:
+        for slot, length in zip(self.slots, self.lengths):
+            self.cache.lengths[slot] = length
