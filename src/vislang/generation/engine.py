@@ -273,24 +273,31 @@ class Engine:
         fresh = [run for run in joining if self._stored_prefix(run) is None]
         if len(fresh) > 1:
             try:
-                self._start(fresh, self._prefill_together(fresh))
+                logits = self._prefill_together(fresh)
             except Exception:
                 log.exception("batched prefill failed; prefilling its requests one by one")
             else:
                 joining = [run for run in joining if run not in fresh]
+                self._start(fresh, logits)
         for run in joining:
             try:
-                self._start([run], self._prefill(run))
+                logits = self._prefill(run)
             except Exception as e:
                 log.exception("prefill failed")
                 self._release(run, error=e)
+                continue
+            self._start([run], logits)
 
     def _start(self, runs: list[_Running], logits: torch.Tensor) -> None:
         """Sample each prefilled request's first token (logits: one row per request)."""
         now = time.perf_counter()
         for i, run in enumerate(runs):
             run.first_token_at = now
-            self._accept(run, self._sample(run, logits[i : i + 1]))
+            try:
+                self._accept(run, self._sample(run, logits[i : i + 1]))
+            except Exception as e:
+                log.exception("first token failed")
+                self._release(run, error=e)
 
     def _image_features(self, run: _Running) -> list[torch.Tensor]:
         feats = []
