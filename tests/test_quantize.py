@@ -38,13 +38,14 @@ def _linear(w):
     return lin
 
 
+@pytest.mark.parametrize("fuse", [False, True])  # fused: oneDNN-layout bf16 weights too
 @pytest.mark.parametrize("fmt", ["int8", "bf16", "int8-full"])
-def test_quantized_decoder_keeps_its_predictions(fmt):
+def test_quantized_decoder_keeps_its_predictions(fmt, fuse):
     dec = tiny_decoder()
     ids = torch.randint(0, 300, (2, 12))
     with torch.inference_mode():
         ref = dec(input_ids=ids)
-        quantize_decoder(dec, fmt, prefill_fp32=False)
+        quantize_decoder(dec, fmt, fuse=fuse, prefill_fp32=False)
         got = dec(input_ids=ids)
     plain = [m for m in dec.modules() if type(m) in (nn.Linear, Linear)]
     assert plain == ([] if fmt == "int8-full" else [dec.lm_head])  # the head stays fp32 unless "-full"

@@ -69,12 +69,22 @@ class Int8Linear(ReducedLinear):
 
 
 class Bf16Linear(ReducedLinear):
-    def __init__(self, linear: nn.Linear, prefill_fp32: bool = False):
+    """packed: the weight in oneDNN's own layout, as PackedLinear (layers read at 38 GB/s instead of
+    24 in a batch-1 step); opaque, so then it is not part of the state dict."""
+
+    def __init__(self, linear: nn.Linear, prefill_fp32: bool = False, packed: bool = False):
         super().__init__(linear, prefill_fp32)
-        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        weight = linear.weight.detach().to(torch.bfloat16).contiguous()
+        self.packed = packed and ONEDNN
+        if self.packed:
+            weight = torch.ops.mkldnn._reorder_linear_weight(weight, 8)
+        self.register_buffer("weight", weight, persistent=not self.packed)
 
     def reduced(self, flat: torch.Tensor) -> torch.Tensor:
-        return F.linear(flat.to(torch.bfloat16), self.weight)
+        flat = flat.to(torch.bfloat16)
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(flat, self.weight, None, "none", [], "")
+        return F.linear(flat, self.weight)
 
 
 def quantize_decoder(
@@ -105,10 +115,11 @@ def quantize_decoder(
         if fuse and ONEDNN and decoder.embed_tokens.weight.dtype == torch.float32:
             _replace_linears(decoder, lambda child: child is not head, PackedLinear)
         return decoder
-    make = Bf16Linear if fmt == "bf16" else Int8Linear
-    _replace_linears(
-        decoder, lambda child: child is not head or fmt == "int8-full", lambda c: make(c, prefill_fp32)
-    )
+    if fmt == "bf16":
+        make = lambda c: Bf16Linear(c, prefill_fp32, packed=fuse)  # noqa: E731
+    else:
+        make = lambda c: Int8Linear(c, prefill_fp32)  # noqa: E731
+    _replace_linears(decoder, lambda child: child is not head or fmt == "int8-full", make)
     if fmt == "int8-full" and hasattr(decoder, "tie"):
         decoder.tie = False  # lm_head now has its own copy
     return decoder
