@@ -9,6 +9,8 @@ machine, the settings, every rate and the ratios the generation targets are stat
   batch-1 decode, fp32                  vislang / transformers           >= 1.0
   batch-1 decode, vislang int8          vislang int8 / transformers fp32 >= 2.0 (and int8-full)
   roofline                              weight bytes x tokens/s / read bandwidth >= 0.70
+                                        (bandwidth sampled beside each decode run; also
+                                        against the highest sample of the whole run)
   8 mixed requests through the engine   / transformers static batch of 8 >= 1.5
                                         / vislang engine with one slot   >= 3.0
   time to first token, repeated image   hit / miss                       <= 0.5
@@ -37,7 +39,8 @@ TARGETS = [
     ("batch-1 decode fp32, vislang / transformers", "fp32_vs_hf", ">=", 1.0),
     ("batch-1 decode int8, vislang / transformers fp32", "int8_vs_hf", ">=", 2.0),
     ("batch-1 decode int8-full, vislang / transformers fp32", "int8full_vs_hf", ">=", 2.0),
-    ("roofline of vislang fp32 decode", "roofline_fp32", ">=", 0.70),
+    ("roofline of vislang fp32 decode (bandwidth beside it)", "roofline_fp32", ">=", 0.70),
+    ("roofline of vislang fp32 decode (highest bandwidth)", "roofline_fp32_strict", ">=", 0.70),
     ("roofline of vislang int8 decode", "roofline_int8", ">=", 0.70),
     ("roofline of vislang int8-full decode", "roofline_int8full", ">=", 0.70),
     ("8 requests: engine / transformers static batch 8", "engine_vs_hf_static", ">=", 1.5),
@@ -131,6 +134,7 @@ def main() -> int:
         "fp32_vs_hf": r["decode"]["fp32"]["tokens_per_s"] / hf_rate,
         "int8_vs_hf": r["decode"]["int8"]["tokens_per_s"] / hf_rate,
         "roofline_fp32": r["decode"]["fp32"]["roofline"],
+        "roofline_fp32_strict": r["decode"]["fp32"]["roofline_vs_highest"],
         "roofline_int8": r["decode"]["int8"]["roofline"],
         "int8full_vs_hf": r["decode"]["int8-full"]["tokens_per_s"] / hf_rate,
         "roofline_int8full": r["decode"]["int8-full"]["roofline"],

@@ -86,3 +86,24 @@ def test_bench_formats_are_checked_by_the_parser():
     assert parser.parse_args(["bench", "--formats", "fp32,int8-full"]).formats == ("fp32", "int8-full")
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--formats", "fp32,fp8"])
+
+
+def test_decode_roofline_pairs_each_run_with_the_bandwidth_beside_it(monkeypatch):
+    """Each repetition is divided by the higher of the samples around it; the stricter reading
+    divides by the highest sample of all."""
+    from vislang import bench
+
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    samples = iter([50e9, 40e9, 100e9, 20e9])  # repetition 1: before, after; repetition 2: ...
+    monkeypatch.setattr(bench, "read_bandwidth", lambda repeats=3: next(samples))
+
+    def run(n):  # 10 ms per token, whatever n
+        clock[0] += 0.01 * n
+
+    d = bench.decode_roofline(run, weight_bytes=250_000_000, new_tokens=64, repeats=2)
+    assert abs(d["tokens_per_s"] - 100.0) < 1e-9  # 64 tokens in 0.65 - 0.01 s
+    assert abs(d["GBps"] - 25.0) < 1e-9
+    assert abs(d["roofline"] - 0.5) < 1e-9  # 25 / max(50, 40); repetition 2 gives 25 / 100
+    assert abs(d["roofline_vs_highest"] - 0.25) < 1e-9
+    assert d["bandwidth_samples_GBps"] == [50.0, 40.0, 100.0, 20.0]
