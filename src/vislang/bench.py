@@ -69,9 +69,7 @@ def decode_roofline(run, weight_bytes: int, new_tokens: int = NEW_TOKENS, repeat
     rates, rooflines, samples = [], [], []
     for _ in range(repeats):
         before = read_bandwidth(repeats=3)
-        start = time.perf_counter()
-        run(1)
-        one = time.perf_counter() - start
+        one = best_time(lambda: run(1), 3)  # short: one hiccup would inflate the rate, so best of 3
         start = time.perf_counter()
         run(new_tokens + 1)
         full = time.perf_counter() - start
