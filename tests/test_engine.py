@@ -196,46 +196,48 @@ def test_bad_input_fails_in_submit_and_the_engine_goes_on(engine, tmp_path):
     assert len(engine.generate(conversation(2), max_new_tokens=5, min_new_tokens=5).token_ids) == 5
 
 
-def test_slot_cache_decodes_rows_of_different_lengths_like_a_kv_cache(model):
-    """The engine's per-row positions and masks give the logits a plain batch-1 KV cache gives."""
+def prefilled_slots(lm, prompts, n_slots):
+    """A SlotCache with prompt i prefilled alone into slot i."""
     from vislang.generation.slots import SlotCache
 
+    slots = SlotCache.for_decoder(lm, n_slots, 32)
+    for s, ids in enumerate(prompts):
+        lm(input_ids=ids, cache=slots.view(s), last_only=True)
+    return slots
+
+
+def decode_step_matches_plain_cache(lm, slots, rows_prompts):
+    """One batched step over rows 0..n-1 gives, per row, the logits of its prompt decoded alone."""
+    nxt = torch.arange(7, 7 + len(rows_prompts))[:, None]
+    positions, mask = slots.begin_step(len(rows_prompts))
+    batched = lm(input_ids=nxt, attention_mask=mask, position_ids=positions, cache=slots)[:, -1]
+    for row, ids in enumerate(rows_prompts):
+        ref = lm(input_ids=torch.cat([ids, nxt[row : row + 1]], dim=1))[:, -1]
+        assert float((batched[row] - ref[0]).abs().max()) <= 1e-5
+
+
+def test_slot_cache_decodes_rows_of_different_lengths_like_a_kv_cache(model):
+    """The engine's per-row positions and masks give the logits a plain batch-1 KV cache gives."""
     lm = model.language_model
     torch.manual_seed(0)
     prompts = [torch.randint(6, 150, (1, n)) for n in (3, 9, 5)]
-    slots = SlotCache.for_decoder(lm, 3, 32)
     with torch.inference_mode():
-        for s, ids in enumerate(prompts):
-            lm(input_ids=ids, cache=slots.view(s), last_only=True)
-        nxt = torch.tensor([[7], [8], [9]])
-        positions, mask = slots.begin_step(3)
-        batched = lm(input_ids=nxt, attention_mask=mask, position_ids=positions, cache=slots)[:, -1]
-        for s, ids in enumerate(prompts):
-            ref = lm(input_ids=torch.cat([ids, nxt[s : s + 1]], dim=1))[:, -1]
-            assert float((batched[s] - ref[0]).abs().max()) <= 1e-5
+        slots = prefilled_slots(lm, prompts, 3)
+        decode_step_matches_plain_cache(lm, slots, prompts)
     assert slots.lengths == [4, 10, 6]
 
 
 def test_slot_cache_move_keeps_a_sequence_decodable(model):
     """A sequence moved into a freed slot (the engine's compaction) decodes as if never moved."""
-    from vislang.generation.slots import SlotCache
-
     lm = model.language_model
     torch.manual_seed(1)
     prompts = [torch.randint(6, 150, (1, n)) for n in (4, 7, 11)]
-    slots = SlotCache.for_decoder(lm, 4, 32)
     with torch.inference_mode():
-        for s, ids in enumerate(prompts):
-            lm(input_ids=ids, cache=slots.view(s), last_only=True)
+        slots = prefilled_slots(lm, prompts, 4)
         slots.free(0)
         slots.move(2, 0)  # rows 0, 1 now hold prompts 2 and 1
         assert slots.lengths == [11, 7, 0, 0]
-        nxt = torch.tensor([[7], [8]])
-        positions, mask = slots.begin_step(2)
-        batched = lm(input_ids=nxt, attention_mask=mask, position_ids=positions, cache=slots)[:, -1]
-        for row, ids in enumerate([prompts[2], prompts[1]]):
-            ref = lm(input_ids=torch.cat([ids, nxt[row : row + 1]], dim=1))[:, -1]
-            assert float((batched[row] - ref[0]).abs().max()) <= 1e-5
+        decode_step_matches_plain_cache(lm, slots, [prompts[2], prompts[1]])
 
 
 def test_engine_keeps_busy_slots_in_the_first_rows(engine, monkeypatch):
@@ -290,14 +292,13 @@ def test_slot_batch_view_fills_slots_like_prefilling_alone(model):
     lm = model.language_model
     torch.manual_seed(2)
     prompts = [torch.randint(6, 150, (1, n)) for n in (5, 12, 8)]
-    alone, together = SlotCache.for_decoder(lm, 3, 32), SlotCache.for_decoder(lm, 4, 32)
+    together = SlotCache.for_decoder(lm, 4, 32)
     T = 12
     ids, mask = torch.zeros(3, T, dtype=torch.long), torch.zeros(3, T, dtype=torch.long)
     for row, p in enumerate(prompts):
         ids[row, T - p.shape[1] :], mask[row, T - p.shape[1] :] = p[0], 1
     with torch.inference_mode():
-        for s, p in enumerate(prompts):
-            lm(input_ids=p, cache=alone.view(s), last_only=True)
+        alone = prefilled_slots(lm, prompts, 3)
         view = together.batch_view([3, 0, 1], [5, 12, 8])
         lm(input_ids=ids, attention_mask=mask, cache=view, last_only=True)
     assert together.lengths == [12, 8, 0, 5]

@@ -71,7 +71,7 @@ def test_training_gets_gradients_like_nn_linear():
 def test_packed_linear_matches_f_linear(rows):
     torch.manual_seed(0)
     plain = torch.nn.Linear(576, 960)
-    packed = PackedLinear(plain)
+    packed = PackedLinear.of(plain)
     x = torch.randn(rows, 576)
     ref = F.linear(x.double(), plain.weight.double(), plain.bias.double())
     bound = 576 * 2.0**-24 * (x.abs().double() @ plain.weight.abs().double().T).max()

@@ -22,6 +22,8 @@ is memory: the fp32 weights are kept beside the reduced ones.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,22 +71,20 @@ class Int8Linear(ReducedLinear):
 
 
 class Bf16Linear(ReducedLinear):
-    """packed: the weight in oneDNN's own layout, as PackedLinear (layers read at 38 GB/s instead of
-    24 in a batch-1 step); opaque, so then it is not part of the state dict."""
+    """packed: the bf16 weight in oneDNN's own layout (a PackedLinear), read faster; it is then not
+    part of the state dict."""
 
     def __init__(self, linear: nn.Linear, prefill_fp32: bool = False, packed: bool = False):
         super().__init__(linear, prefill_fp32)
-        weight = linear.weight.detach().to(torch.bfloat16).contiguous()
-        self.packed = packed and ONEDNN
-        if self.packed:
-            weight = torch.ops.mkldnn._reorder_linear_weight(weight, 8)
-        self.register_buffer("weight", weight, persistent=not self.packed)
+        weight = linear.weight.detach().to(torch.bfloat16)
+        self.packed = PackedLinear(weight) if packed and ONEDNN else None
+        if self.packed is None:
+            self.register_buffer("weight", weight)
 
     def reduced(self, flat: torch.Tensor) -> torch.Tensor:
-        flat = flat.to(torch.bfloat16)
-        if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(flat, self.weight, None, "none", [], "")
-        return F.linear(flat, self.weight)
+        if self.packed is not None:
+            return self.packed(flat)
+        return F.linear(flat.to(torch.bfloat16), self.weight)
 
 
 def quantize_decoder(
@@ -113,12 +113,12 @@ def quantize_decoder(
     head = getattr(decoder, "lm_head", None)
     if fmt == "fp32":
         if fuse and ONEDNN and decoder.embed_tokens.weight.dtype == torch.float32:
-            _replace_linears(decoder, lambda child: child is not head, PackedLinear)
+            _replace_linears(decoder, lambda child: child is not head, PackedLinear.of)
         return decoder
     if fmt == "bf16":
-        make = lambda c: Bf16Linear(c, prefill_fp32, packed=fuse)  # noqa: E731
+        make = partial(Bf16Linear, prefill_fp32=prefill_fp32, packed=fuse)
     else:
-        make = lambda c: Int8Linear(c, prefill_fp32)  # noqa: E731
+        make = partial(Int8Linear, prefill_fp32=prefill_fp32)
     _replace_linears(decoder, lambda child: child is not head or fmt == "int8-full", make)
     if fmt == "int8-full" and hasattr(decoder, "tie"):
         decoder.tie = False  # lm_head now has its own copy

@@ -49,9 +49,7 @@ class Attention(nn.Module):
         """One matmul for q, k and v instead of three (inference: the state-dict keys change)."""
         if self.qkv_proj is not None:
             return
-        parts = [self.q_proj, self.k_proj, self.v_proj]
-        self.qkv_proj = concat_linear(parts)
-        self.qkv_splits = [p.out_features for p in parts]
+        self.qkv_proj = concat_linear([self.q_proj, self.k_proj, self.v_proj])
         del self.q_proj, self.k_proj, self.v_proj
 
     def forward(
