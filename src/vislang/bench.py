@@ -56,7 +56,7 @@ def decode_rate(run, new_tokens: int = NEW_TOKENS, repeats: int = 3) -> float:
     return new_tokens / (full - one)
 
 
-def decode_roofline(run, weight_bytes: int, new_tokens: int = NEW_TOKENS, repeats: int = 5) -> dict:
+def decode_roofline(run, weight_bytes: int, *, new_tokens: int = NEW_TOKENS, repeats: int = 5) -> dict:
     """Decode rate, and the share of read bandwidth its weight reads use, with the bandwidth
     sampled right before and right after every repetition and the higher of the two dividing.
 
@@ -167,7 +167,8 @@ def run_bench(formats=("fp32", "int8"), quick: bool = False) -> dict:
         quantize_decoder(model.language_model, fmt, fuse=True)
         models[fmt] = model
         nbytes = weight_bytes_per_token(model.language_model)
-        results["decode"][fmt] = decode_roofline(vislang_decode(model, ids), nbytes, 1 if quick else 5)
+        run = vislang_decode(model, ids)
+        results["decode"][fmt] = decode_roofline(run, nbytes, repeats=1 if quick else 5)
     samples = [b for d in results["decode"].values() for b in d["bandwidth_samples_GBps"]]
     results["bandwidth_samples_GBps"] = samples
     results["bandwidth_GBps"] = max(samples)
