@@ -137,6 +137,10 @@ class _Prepared:
     ids: list[int]
     images: list[tuple[str, dict]]  # (pixel hash, model inputs) per image
     submitted: float
+    # the prompt up to its last image token, what a repeat of the same images and context shares:
+    # its length and prefix-cache key (0, None without images)
+    prefix: int = 0
+    prefix_key: str | None = None
 
 
 class _Running:
@@ -213,7 +217,11 @@ class Engine:
                 f"the engine's {self.max_len}-token context"
             )
         handle = RequestHandle(next(self._ids), params)
-        self.waiting.put(_Prepared(handle, ids, images, time.perf_counter()))
+        req = _Prepared(handle, ids, images, time.perf_counter())
+        if images:
+            req.prefix = max(i for i, t in enumerate(ids) if t == self.model.image_token_id) + 1
+            req.prefix_key = prefix_key(ids[: req.prefix], [k for k, _ in images])
+        self.waiting.put(req)
         self._arrived.set()
         return handle
 
@@ -312,25 +320,16 @@ class Engine:
             feats.append(f)
         return feats
 
-    def _prefix(self, run: _Running) -> tuple[int, str | None]:
-        """(length, cache key) of the prompt up to its last image token: what a repeat of the same
-        images and context shares; (0, None) without images."""
-        ids = run.req.ids
-        if not run.req.images:
-            return 0, None
-        prefix = max(i for i, t in enumerate(ids) if t == self.model.image_token_id) + 1
-        return prefix, prefix_key(ids[:prefix], [k for k, _ in run.req.images])
-
     def _stored_prefix(self, run: _Running):
-        prefix, pkey = self._prefix(run)
-        if pkey is None or prefix >= len(run.req.ids):
+        """The cached KV of this request's prefix, if any (and if a tail is left to prefill)."""
+        if run.req.prefix_key is None or run.req.prefix >= len(run.req.ids):
             return None
-        return self.prefixes.get(pkey)
+        return self.prefixes.get(run.req.prefix_key)
 
     def _prefill(self, run: _Running) -> torch.Tensor:
         ids, view = run.req.ids, self.cache.view(run.slot)
         self.cache.free(run.slot)
-        prefix, pkey = self._prefix(run)
+        prefix, pkey = run.req.prefix, run.req.prefix_key
         stored = self._stored_prefix(run)
         if stored is not None:
             self.cache.write_prefix(run.slot, stored)
@@ -365,9 +364,8 @@ class Engine:
             last_only=True,
         ).logits[:, -1]
         for run in runs:
-            prefix, pkey = self._prefix(run)
-            if pkey is not None:
-                self.prefixes.put(pkey, self.cache.read_prefix(run.slot, prefix))
+            if run.req.prefix_key is not None:
+                self.prefixes.put(run.req.prefix_key, self.cache.read_prefix(run.slot, run.req.prefix))
         return logits
 
     def _sample(self, run: _Running, logits: torch.Tensor) -> int:
