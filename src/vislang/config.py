@@ -24,6 +24,9 @@ def _plain(cfg) -> dict:
     return {**cfg.extra, **out}
 
 
+QWEN_TEXT_TYPES = ("qwen2", "qwen2_vl_text", "qwen2_5_vl_text")
+
+
 @dataclass
 class TextConfig:
     """A Llama-family decoder: Llama, Mistral, Qwen2, SmolLM2."""
@@ -44,6 +47,7 @@ class TextConfig:
     attention_bias: bool = False  # Llama: bias on q, k, v and o
     mlp_bias: bool = False
     sliding_window: int | None = None  # Mistral
+    mrope_section: list[int] | None = None  # Qwen2-VL: rotary pairs given to the t, h, w axes
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -55,16 +59,20 @@ class TextConfig:
         self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
 
     @property
+    def is_qwen(self) -> bool:
+        return self.model_type in QWEN_TEXT_TYPES
+
+    @property
     def qkv_bias(self) -> bool:
-        return self.attention_bias or self.model_type == "qwen2"
+        return self.attention_bias or self.is_qwen
 
     @property
     def o_bias(self) -> bool:
-        return self.attention_bias and self.model_type != "qwen2"
+        return self.attention_bias and not self.is_qwen
 
     @property
     def window(self) -> int | None:
-        if self.model_type == "qwen2":
+        if self.is_qwen:
             return None  # checked in from_hf: only full attention is supported
         return self.sliding_window
 
@@ -73,20 +81,30 @@ class TextConfig:
         d = dict(d)
         # transformers 5 keeps theta and scaling in one dict; older configs split them
         rope = d.pop("rope_parameters", None)
+        if rope is None and d.get("rope_scaling"):
+            rope = d.pop("rope_scaling")  # the legacy flat form, e.g. Qwen2-VL's {"type": "mrope", ...}
         if rope is not None:
             rope = dict(rope)
             d["rope_theta"] = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
-            d["rope_scaling"] = rope if rope.get("rope_type", "default") != "default" else None
-        if d.get("model_type") == "qwen2" and d.get("use_sliding_window"):
+            if "mrope_section" in rope:
+                d["mrope_section"] = list(rope.pop("mrope_section"))
+            kind = rope.pop("type", None) or rope.get("rope_type", "default")
+            # "mrope" is the default frequencies with sections per axis (transformers 5 says "default")
+            kind = "default" if kind == "mrope" else kind
+            rope = {**rope, "rope_type": kind}
+            d["rope_scaling"] = rope if kind != "default" else None
+        if d.get("model_type") in QWEN_TEXT_TYPES and d.get("use_sliding_window"):
             raise NotImplementedError("Qwen2 with use_sliding_window=true is not supported yet")
         known, extra = _split(cls, d)
         return cls(**known, extra=extra)
 
     def to_hf(self) -> dict:
         d = _plain(self)
-        theta, scaling = d.pop("rope_theta"), d.pop("rope_scaling")
+        theta, scaling, sections = d.pop("rope_theta"), d.pop("rope_scaling"), d.pop("mrope_section")
         d["rope_parameters"] = {"rope_type": "default", **(scaling or {}), "rope_theta": theta}
-        if self.model_type == "qwen2":
+        if sections is not None:
+            d["rope_parameters"]["mrope_section"] = list(sections)
+        if self.is_qwen:
             d.pop("attention_bias")
             d.pop("mlp_bias")
         return d
@@ -221,6 +239,125 @@ class ClipConfig:
         d = _plain(self)
         d["text_config"] = self.text_config.to_hf()
         d["vision_config"] = self.vision_config.to_hf()
+        return d
+
+
+@dataclass
+class QwenVisionConfig:
+    """Qwen2-VL's native-resolution ViT (`qwen2_vl_vision`: LayerNorm, GELU MLP) and Qwen2.5-VL's
+    (`qwen2_5_vl_vision`: RMSNorm, SwiGLU with bias, window attention). Field names are transformers';
+    the two versions name the width differently, which `width`, `out_size` and `mlp_size` hide."""
+
+    model_type: str = "qwen2_vl_vision"
+    depth: int = 32
+    embed_dim: int | None = None  # Qwen2-VL: the ViT width; hidden_size is then the LM width
+    hidden_size: int = 3584  # Qwen2.5-VL: the ViT width (out_hidden_size is the LM width)
+    out_hidden_size: int | None = None
+    hidden_act: str = "quick_gelu"
+    mlp_ratio: float = 4
+    intermediate_size: int | None = None
+    num_heads: int = 16
+    in_channels: int = 3
+    patch_size: int = 14
+    spatial_merge_size: int = 2
+    temporal_patch_size: int = 2
+    window_size: int | None = None  # Qwen2.5-VL: window side in pixels
+    fullatt_block_indexes: list[int] = field(default_factory=list)
+    tokens_per_second: float | None = None  # Qwen2.5-VL: temporal positions per second of video
+    rope_theta: float = 10000.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def v25(self) -> bool:
+        return self.model_type == "qwen2_5_vl_vision"
+
+    @property
+    def width(self) -> int:
+        return self.hidden_size if self.v25 else self.embed_dim
+
+    @property
+    def out_size(self) -> int:
+        return self.out_hidden_size if self.v25 else self.hidden_size
+
+    @property
+    def mlp_size(self) -> int:
+        return self.intermediate_size if self.v25 else int(self.embed_dim * self.mlp_ratio)
+
+    @classmethod
+    def from_hf(cls, d: dict, v25: bool) -> QwenVisionConfig:
+        d = dict(d)
+        # old hub configs call the vision part "qwen2_vl" / "qwen2_5_vl"
+        d["model_type"] = "qwen2_5_vl_vision" if v25 else "qwen2_vl_vision"
+        rope = d.pop("rope_parameters", None) or {}
+        if "rope_theta" in rope:
+            d["rope_theta"] = rope["rope_theta"]
+        defaults = {
+            True: {"hidden_act": "silu", "intermediate_size": 3420, "window_size": 112, "out_hidden_size": 3584,
+                   "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 4},
+            False: {"embed_dim": 1280},
+        }[v25]
+        for k, v in defaults.items():
+            d.setdefault(k, v)
+        known, extra = _split(cls, d)
+        return cls(**known, extra=extra)
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        d["rope_parameters"] = {"rope_type": "axial", "rope_theta": d.pop("rope_theta")}
+        drop = ("embed_dim", "mlp_ratio") if self.v25 else (
+            "out_hidden_size", "intermediate_size", "window_size", "fullatt_block_indexes", "tokens_per_second"
+        )
+        for k in drop:
+            d.pop(k)
+        return d
+
+
+@dataclass
+class Qwen2VLConfig:
+    """Qwen2-VL (`qwen2_vl`) and Qwen2.5-VL (`qwen2_5_vl`): native-resolution ViT -> 2x2 patch merger ->
+    Qwen2 decoder with multimodal rotary positions."""
+
+    model_type: str = "qwen2_vl"
+    vision_config: QwenVisionConfig = field(default_factory=QwenVisionConfig)
+    text_config: TextConfig = field(default_factory=TextConfig)
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+    tie_word_embeddings: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def v25(self) -> bool:
+        return self.model_type == "qwen2_5_vl"
+
+    @classmethod
+    def from_hf(cls, d: dict) -> Qwen2VLConfig:
+        d = dict(d)
+        v25 = d.get("model_type") == "qwen2_5_vl"
+        text = d.pop("text_config", None)
+        if text is None:  # the hub's legacy layout: the text settings sit at the top level
+            names = {f.name for f in dataclasses.fields(TextConfig)} | {"rope_parameters", "use_sliding_window"}
+            names -= {"model_type", "extra", "tie_word_embeddings"}
+            text = {k: d.pop(k) for k in list(d) if k in names}
+            for k in ("max_window_layers", "attention_dropout", "initializer_range", "use_cache"):
+                if k in d:
+                    text[k] = d.pop(k)
+        text = {**text, "model_type": "qwen2_5_vl_text" if v25 else "qwen2_vl_text"}
+        text_cfg = TextConfig.from_hf(text)
+        if text_cfg.mrope_section is None:
+            text_cfg.mrope_section = [16, 24, 24]  # transformers' default when a config names none
+        vision = QwenVisionConfig.from_hf(d.pop("vision_config", None) or {}, v25)
+        known, extra = _split(cls, d)
+        cfg = cls(**known, vision_config=vision, text_config=text_cfg, extra=extra)
+        # configs saved before transformers 5 kept the flag in the text settings only
+        cfg.tie_word_embeddings = cfg.tie_word_embeddings or text_cfg.tie_word_embeddings
+        return cfg
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        d["vision_config"] = self.vision_config.to_hf()
+        d["text_config"] = self.text_config.to_hf()
         return d
 
 

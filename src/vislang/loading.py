@@ -59,13 +59,22 @@ def _load(path, dtype):
     if (path / "tokenizer.json").is_file():
         model.tokenizer = Tokenizer.from_dir(path)
     model.chat_template = load_chat_template(path)
-    image_size = model.cfg.vision_config.image_size
-    settings = {
-        "size": {"shortest_edge": image_size},
-        "crop_size": {"height": image_size, "width": image_size},
-    }
+    settings = None
     if (path / "preprocessor_config.json").is_file():
         settings = json.loads((path / "preprocessor_config.json").read_text())
-    model.image_transform = ImageTransform.from_dict(settings)
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+        try:  # TEMP
+            from .processing.qwen2vl import QwenImageTransform
+
+            model.image_transform = QwenImageTransform.from_dict(settings or {})
+        except ImportError:
+            pass
+    else:
+        image_size = model.cfg.vision_config.image_size
+        settings = settings or {
+            "size": {"shortest_edge": image_size},
+            "crop_size": {"height": image_size, "width": image_size},
+        }
+        model.image_transform = ImageTransform.from_dict(settings)
     log.info("loaded %s from %s (%.1fM parameters)", model_type, path, model.num_parameters / 1e6)
     return model

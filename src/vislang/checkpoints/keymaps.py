@@ -68,7 +68,20 @@ def _clip_rules() -> list[tuple[str, str]]:
     ]
 
 
+def _qwen2vl_rules() -> list[tuple[str, str]]:
+    """The hub's layout first (visual.*, model.*, lm_head), then transformers 5's in-memory one
+    (model.visual.*, model.language_model.*). The merger lives inside `visual` in both."""
+    rules = [("visual.merger.", "merger."), ("model.visual.merger.", "merger.")]
+    rules += [("visual.", "vision."), ("model.visual.", "vision.")]
+    rules += _mount("model.", "language_model.", _DECODER)
+    rules += _mount("model.language_model.", "language_model.", _DECODER)
+    rules.append(("lm_head.", "language_model.lm_head."))
+    return rules
+
+
 RULES = {
+    "qwen2_vl": _qwen2vl_rules(),
+    "qwen2_5_vl": _qwen2vl_rules(),
     "llava": _llava_rules(next_=False),
     "llava_next": _llava_rules(next_=True),
     "clip": _clip_rules(),

@@ -1,3 +1,4 @@
+from .merger import PatchMerger
 from .projector import LinearProjector, MLPProjector
 
-__all__ = ["LinearProjector", "MLPProjector"]
+__all__ = ["LinearProjector", "MLPProjector", "PatchMerger"]

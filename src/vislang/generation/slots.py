@@ -19,6 +19,7 @@ class SlotCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.slots, self.max_len = slots, max_len
         self.lengths = [0] * slots  # filled positions of each slot
+        self.offsets = [0] * slots  # M-RoPE: next position minus length (0 for 1D RoPE models)
         self._rows: torch.Tensor | None = None  # rows 0..n-1 of the decode step under way
         self._pos: torch.Tensor | None = None
         self.length = 0  # the KVCache protocol: positions before this step's (the longest row's)
@@ -42,7 +43,8 @@ class SlotCache:
         self.length = int(lengths.max())
         self._rows, self._pos = torch.arange(n), lengths
         mask = (torch.arange(self.length + 1)[None, :] <= lengths[:, None]).long()
-        return lengths[:, None], mask
+        positions = lengths + torch.tensor(self.offsets[:n])
+        return positions[:, None], mask
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = k.shape[0]
@@ -64,6 +66,7 @@ class SlotCache:
 
     def free(self, slot: int) -> None:
         self.lengths[slot] = 0
+        self.offsets[slot] = 0
 
     def move(self, src: int, dst: int) -> None:
         """Relocate a sequence to another (free) slot: what keeps the busy slots in rows 0..n-1."""
@@ -72,17 +75,23 @@ class SlotCache:
             k[dst, :, :n] = k[src, :, :n]
             v[dst, :, :n] = v[src, :, :n]
         self.lengths[dst], self.lengths[src] = n, 0
+        self.offsets[dst], self.offsets[src] = self.offsets[src], 0
 
-    def read_prefix(self, slot: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Copies of the first n positions of a slot, per layer (what a prefix cache stores)."""
-        return [(k[slot, :, :n].clone(), v[slot, :, :n].clone()) for k, v in zip(self.keys, self.values)]
+    def read_prefix(self, slot: int, n: int) -> list:
+        """Copies of the first n positions of a slot, per layer, and the slot's position offset as a
+        last 0-d tensor (what a prefix cache stores: after the last image only text follows, so the
+        offset of the whole prompt is the prefix's)."""
+        kv = [(k[slot, :, :n].clone(), v[slot, :, :n].clone()) for k, v in zip(self.keys, self.values)]
+        return [*kv, torch.tensor(self.offsets[slot])]
 
-    def write_prefix(self, slot: int, prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        n = prefix[0][0].shape[1]
-        for (k, v), (pk, pv) in zip(zip(self.keys, self.values), prefix):
+    def write_prefix(self, slot: int, prefix: list) -> None:
+        *kv, offset = prefix
+        n = kv[0][0].shape[1]
+        for (k, v), (pk, pv) in zip(zip(self.keys, self.values), kv):
             k[slot, :, :n] = pk
             v[slot, :, :n] = pv
         self.lengths[slot] = n
+        self.offsets[slot] = int(offset)
 
 
 class SlotView:
@@ -98,6 +107,14 @@ class SlotView:
     @property
     def max_len(self) -> int:
         return self.cache.max_len
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return torch.tensor([self.cache.offsets[self.slot]])
+
+    @offsets.setter
+    def offsets(self, value: torch.Tensor) -> None:
+        self.cache.offsets[self.slot] = int(value[0])
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end, s = self.length, self.length + k.shape[2], self.slot
@@ -131,6 +148,15 @@ class SlotBatchView:
             keys[slot, :, :n] = k[row, :, T - n :]
             values[slot, :, :n] = v[row, :, T - n :]
         return k, v
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        return torch.tensor([self.cache.offsets[s] for s in self.slots])
+
+    @offsets.setter
+    def offsets(self, value: torch.Tensor) -> None:
+        for slot, offset in zip(self.slots, value.tolist()):
+            self.cache.offsets[slot] = int(offset)
 
     def advance(self, n: int) -> None:
         for slot, length in zip(self.slots, self.lengths):

@@ -1,16 +1,19 @@
 """The model families vislang implements, by their config.json model_type."""
 
-from ..config import ClipConfig, LlavaConfig
+from ..config import ClipConfig, LlavaConfig, Qwen2VLConfig
 from .chat import Reply
 from .clip import Clip
 from .llava import Llava
 from .llava_next import LlavaNext
+from .qwen2vl import Qwen2VL
 
 # model_type -> (config class, model class)
 MODEL_TYPES = {
     "llava": (LlavaConfig, Llava),
     "llava_next": (LlavaConfig, LlavaNext),
     "clip": (ClipConfig, Clip),
+    "qwen2_vl": (Qwen2VLConfig, Qwen2VL),
+    "qwen2_5_vl": (Qwen2VLConfig, Qwen2VL),
 }
 
-__all__ = ["MODEL_TYPES", "Clip", "Llava", "LlavaNext", "Reply"]
+__all__ = ["MODEL_TYPES", "Clip", "Llava", "LlavaNext", "Qwen2VL", "Reply"]

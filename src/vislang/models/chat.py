@@ -9,6 +9,9 @@ import torch
 from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams, generate
 from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
+from ..processing.prompt import expand_media_tokens
+
+MEDIA_OPTIONS = ("min_pixels", "max_pixels", "fps", "max_frames")
 
 
 @dataclass
@@ -23,11 +26,21 @@ class Reply:
         return self.text
 
 
-def split_messages(messages: list[dict]) -> tuple[list, list[dict]]:
-    """Pull the image sources out of OpenAI/transformers-style messages.
+@dataclass
+class Media:
+    """One image or video of a conversation: where it comes from and its per-request settings
+    (min_pixels / max_pixels, fps, max_frames: for models that read images at native resolution)."""
 
-    Returns the images in order of appearance and the messages with each image part reduced to
-    {"type": "image"}, the form chat templates expect.
+    kind: str  # "image" or "video"
+    source: object
+    options: dict = field(default_factory=dict)
+
+
+def split_messages(messages: list[dict]) -> tuple[list[Media], list[dict]]:
+    """Pull the image and video sources out of OpenAI/transformers-style messages.
+
+    Returns the media in order of appearance and the messages with each image or video part reduced
+    to {"type": "image"} / {"type": "video"}, the form chat templates expect.
     """
     images, clean = [], []
     for m in messages:
@@ -42,14 +55,24 @@ def split_messages(messages: list[dict]) -> tuple[list, list[dict]]:
                 src = part.get("image", part.get("url", part.get("path")))
                 if src is None:
                     raise VislangError("an image part needs an 'image' (path, bytes, PIL image or array)")
-                images.append(src)
+                images.append(Media("image", src, _options(part)))
                 parts.append({"type": "image"})
+            elif kind == "video":
+                src = part.get("video", part.get("url", part.get("path")))
+                if src is None:
+                    raise VislangError("a video part needs a 'video' (a file path, bytes or a list of frames)")
+                images.append(Media("video", src, _options(part)))
+                parts.append({"type": "video"})
             elif kind == "text":
                 parts.append({"type": "text", "text": part.get("text", "")})
             else:
-                raise VislangError(f"unknown message part type {kind!r}; use 'text' or 'image'")
+                raise VislangError(f"unknown message part type {kind!r}; use 'text', 'image' or 'video'")
         clean.append({"role": m["role"], "content": parts})
     return images, clean
+
+
+def _options(part: dict) -> dict:
+    return {k: part[k] for k in MEDIA_OPTIONS if part.get(k) is not None}
 
 
 class ChatMixin:
@@ -83,8 +106,12 @@ class ChatMixin:
         pad_token_id: int | None = None,
         repetition_penalty: float = 1.0,
         min_new_tokens: int = 0,
+        **media_inputs,
     ) -> torch.Tensor:
-        """New token ids [B, n] for a batch (left-padded when rows differ in length)."""
+        """New token ids [B, n] for a batch (left-padded when rows differ in length).
+
+        media_inputs: whatever else the model's processor makes (image_grid_thw, pixel_values_videos,
+        ...), passed to the prefill."""
         params = SamplingParams(
             max_new_tokens,
             do_sample,
@@ -96,20 +123,39 @@ class ChatMixin:
             min_new_tokens=min_new_tokens,
         )
         eos = self.default_eos() if eos_token_id is None else eos_token_id
-        extra = {"pixel_values": pixel_values, "image_sizes": image_sizes}
+        extra = {"pixel_values": pixel_values, "image_sizes": image_sizes, **media_inputs}
         return generate(self, input_ids, attention_mask, params, eos, pad_token_id, **extra)
+
+    # --- media: what a model that reads videos or per-image settings overrides ---
+
+    video_token_id: int | None = None
+
+    def load_media(self, media: Media) -> Media:
+        """The media decoded (an RGB PIL image), checked before anything runs."""
+        if media.kind != "image":
+            raise VislangError(f"{type(self).__name__} reads images only, not {media.kind}s")
+        return Media("image", load_image(media.source), media.options)
+
+    def prepare_media(self, media: list[Media]) -> tuple[dict, list[int]]:
+        """Loaded media -> model inputs (tensors of all of them together) and each one's token count."""
+        return self.prepare_images([m.source for m in media])
+
+    @property
+    def media_token_ids(self) -> tuple[int, ...]:
+        """The placeholder ids image (and video) features replace."""
+        return (self.image_token_id,)
 
     def build_prompt(self, messages: list[dict]) -> tuple[list[int], dict]:
         """Token ids of the rendered conversation and the image inputs that go with them."""
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
-        sources, clean = split_messages(messages)
-        inputs, counts = self.prepare_images([load_image(s) for s in sources]) if sources else ({}, [])
+        media, clean = split_messages(messages)
+        inputs, counts = self.prepare_media([self.load_media(m) for m in media]) if media else ({}, [])
         return self.prompt_ids(clean, counts), inputs
 
     def prompt_ids(self, clean_messages: list[dict], image_token_counts: list[int]) -> list[int]:
-        """Token ids of messages whose image parts are bare {"type": "image"}, each image expanded
-        to its number of placeholder tokens."""
+        """Token ids of messages whose image parts are bare {"type": "image"} (and video parts
+        {"type": "video"}), each expanded to its number of placeholder tokens, in order."""
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         tok = self.tokenizer
@@ -117,7 +163,19 @@ class ChatMixin:
         text = render_chat(
             template, clean_messages, add_generation_prompt=True, special_tokens=tok.special_tokens
         )
-        text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), image_token_counts)
+        kinds = [
+            p["type"]
+            for m in clean_messages
+            if not isinstance(m.get("content"), str)
+            for p in m.get("content") or []
+            if p.get("type") in ("image", "video")
+        ]
+        if "video" in kinds:
+            placeholder = {"image": tok.id_to_token(self.image_token_id)}
+            placeholder["video"] = tok.id_to_token(self.video_token_id)
+            text = expand_media_tokens(text, [placeholder[k] for k in kinds], image_token_counts)
+        else:
+            text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), image_token_counts)
         # a template that writes BOS itself must not get a second one from the tokenizer
         bos = tok.special_tokens.get("bos_token")
         return tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
@@ -144,10 +202,7 @@ class ChatMixin:
             labels[i, : len(lab)] = torch.tensor(lab)
             mask[i, : len(ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-        for key in ("pixel_values", "image_sizes"):
-            parts = [inp[key] for inp in images if key in inp]
-            if parts:
-                batch[key] = torch.cat(parts)
+        batch.update(concat_inputs(images))
         return batch
 
     def chat(self, messages: list[dict], max_new_tokens: int = 64, **sampling) -> Reply:
@@ -169,11 +224,7 @@ class ChatMixin:
         for i, (ids, _) in enumerate(prompts):
             input_ids[i, T - len(ids) :] = torch.tensor(ids)
             mask[i, T - len(ids) :] = 1
-        images = {}
-        for key in ("pixel_values", "image_sizes"):
-            parts = [inputs[key] for _, inputs in prompts if key in inputs]
-            if parts:
-                images[key] = torch.cat(parts)
+        images = concat_inputs([inputs for _, inputs in prompts])
         new = self.generate(input_ids, mask, max_new_tokens=max_new_tokens, **images, **sampling).tolist()
         eos = set(self.default_eos())
         replies = []
@@ -184,3 +235,9 @@ class ChatMixin:
             usage = {"prompt_tokens": len(ids), "completion_tokens": done, "total_tokens": len(ids) + done}
             replies.append(Reply(text, row[:end], usage))
         return replies
+
+
+def concat_inputs(inputs: list[dict]) -> dict:
+    """Per-prompt media inputs joined key by key (pixels, sizes, grids), in order."""
+    keys = dict.fromkeys(k for inp in inputs for k in inp)
+    return {k: torch.cat([inp[k] for inp in inputs if k in inp]) for k in keys}

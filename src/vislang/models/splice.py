@@ -10,17 +10,20 @@ from ..errors import ImageTokenMismatchError
 def splice_image_features(
     embeds: torch.Tensor,
     input_ids: torch.Tensor,
-    image_token_id: int,
+    image_token_id: int | tuple[int, ...],
     image_features: list[torch.Tensor] | None,
     prompt: bool = True,
 ) -> torch.Tensor:
     """embeds [B, T, D] with the rows at image tokens replaced by the features, in order.
 
+    image_token_id may be several ids (Qwen2-VL's image and video placeholders): the features then
+    follow the placeholders' order of appearance, whichever kind each is.
     While decoding (prompt=False) a sampled image-token id is an ordinary token, as in transformers.
     """
     if not prompt and image_features is None:
         return embeds
-    slots = input_ids == image_token_id
+    ids = (image_token_id,) if isinstance(image_token_id, int) else tuple(image_token_id)
+    slots = torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
     n_slots = int(slots.sum())
     n_feats = sum(f.shape[0] for f in image_features) if image_features else 0
     if n_slots != n_feats:

@@ -16,6 +16,9 @@ class KVCache:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.max_len = max_len
         self.length = 0
+        # per-row position of the next token minus its count of tokens: what M-RoPE models (Qwen2-VL)
+        # add to positions while decoding; set by their prefill, None for every other model
+        self.offsets: torch.Tensor | None = None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v [B, H, T, D] after the filled part; return all keys and values so far."""

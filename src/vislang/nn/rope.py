@@ -1,4 +1,5 @@
-"""1D rotary position embeddings (RoPE) with the scaling rules Hugging Face configs name."""
+"""Rotary position embeddings (RoPE): 1D with the scaling rules Hugging Face configs name, multimodal
+M-RoPE (Qwen2-VL: a (t, h, w) triple per token), and the 2D rotary of Qwen2-VL's vision tower."""
 
 import math
 
@@ -32,11 +33,26 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> t
 
 
 class RotaryEmbedding(nn.Module):
-    """Maps integer positions [B, T] to (cos, sin) tables [B, T, head_dim]."""
+    """Maps integer positions [B, T] to (cos, sin) tables [B, T, head_dim].
 
-    def __init__(self, head_dim: int, theta: float = 10000.0, scaling: dict | None = None):
+    With `mrope_section` (Qwen2-VL's M-RoPE) positions may also be [3, B, T]: one (t, h, w) triple per
+    token. The rotary pairs are cut into three runs of mrope_section[i] pairs, run i turning with axis
+    i's position. Text tokens carry t == h == w, so their table equals the 1D one bit for bit, and
+    [B, T] positions are read as exactly that.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        theta: float = 10000.0,
+        scaling: dict | None = None,
+        mrope_section: list[int] | None = None,
+    ):
         super().__init__()
         self.head_dim, self.theta, self.scaling = head_dim, theta, scaling
+        if mrope_section is not None and sum(mrope_section) != head_dim // 2:
+            raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2 = {head_dim // 2}")
+        self.mrope_section = mrope_section
         self.register_buffer("inv_freq", rope_inv_freq(head_dim, theta, scaling), persistent=False)
 
     def reset_buffers(self, device=None) -> None:
@@ -46,7 +62,12 @@ class RotaryEmbedding(nn.Module):
     @torch.no_grad()
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # angles in fp32 even under bf16: large positions lose precision otherwise
-        freqs = positions[..., None].float() * self.inv_freq.float()  # [B, T, head_dim/2]
+        freqs = positions[..., None].float() * self.inv_freq.float()  # [B, T, head_dim/2] or [3, B, T, ...]
+        if positions.dim() == 3:
+            if self.mrope_section is None:
+                raise ValueError("(t, h, w) positions need a model with mrope_section")
+            runs = freqs.split(self.mrope_section, dim=-1)
+            freqs = torch.cat([run[i % 3] for i, run in enumerate(runs)], dim=-1)  # [B, T, head_dim/2]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -77,3 +98,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """x: [B, H, T, D]; cos, sin: [B, T, D]."""
     cos, sin = cos[:, None], sin[:, None]
     return x * cos + rotate_half(x) * sin
+
+
+def vision_rope(hw_positions: torch.Tensor, head_dim: int, theta: float = 10000.0):
+    """Qwen2-VL's 2D rotary for vision patches: (cos, sin) [N, head_dim] in fp32 from (h, w) positions
+    [N, 2]. The first quarter of the rotary pairs turns with the row, the second with the column."""
+    quarter = head_dim // 2
+    inv_freq = 1.0 / (theta ** (torch.arange(0, quarter, 2, dtype=torch.float) / quarter))
+    freqs = hw_positions[..., None].float() * inv_freq  # [N, 2, head_dim/4]
+    freqs = freqs.flatten(1)  # [N, head_dim/2]: rows' angles then columns'
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()

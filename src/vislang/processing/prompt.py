@@ -6,6 +6,7 @@ exactly; a mismatch is refused here, where the message can still say what was wr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from vislang.errors import ImageTokenMismatchError
@@ -47,3 +48,23 @@ def expand_image_token_ids(ids: Sequence[int], image_token_id: int, counts: Sequ
         else:
             out.append(token_id)
     return out
+
+
+def expand_media_tokens(text: str, placeholders: Sequence[str], counts: Sequence[int]) -> str:
+    """Replace the i-th media placeholder in `text` (any of the distinct `placeholders`, which name the
+    expected one for each medium in order, e.g. an image pad then a video pad) with counts[i] copies."""
+    if len(placeholders) != len(counts):
+        raise ValueError(f"{len(placeholders)} placeholders but {len(counts)} counts")
+    pattern = "|".join(re.escape(p) for p in sorted(set(placeholders), key=len, reverse=True))
+    found = re.findall(pattern, text) if placeholders else []
+    _check_counts(len(found), counts, "media")
+    if list(found) != list(placeholders):
+        raise ImageTokenMismatchError(
+            f"the prompt's media placeholders come in the order {found}, the media in the order {list(placeholders)}"
+        )
+    pieces = re.split(pattern, text)
+    out = [pieces[0]]
+    for token, count, piece in zip(placeholders, counts, pieces[1:]):
+        out.append(token * count)
+        out.append(piece)
+    return "".join(out)

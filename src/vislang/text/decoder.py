@@ -50,7 +50,7 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.mrope_section)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
@@ -79,6 +79,7 @@ class Decoder(nn.Module):
 
         attention_mask covers the cached tokens and the new ones: [B, past + T], 1 = real token.
         Without position_ids, positions count the real tokens of each row, so left padding is right.
+        position_ids may be [3, B, T] (t, h, w) triples for a model with M-RoPE (Qwen2-VL).
         last_only: project only the last position (all generation needs from a prefill).
         """
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # [B, T, D]
