@@ -23,6 +23,22 @@ def image_key(image) -> str:
     return h.hexdigest()
 
 
+def media_key(media, inputs: dict) -> str:
+    """A content hash of one image or video (a Media whose source is loaded) and the shape of what
+    the processor made of it: a per-request resolution gives other features for the same pixels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(media.kind.encode())
+    frames = [media.source] if media.kind == "image" else media.source.frames
+    for frame in frames:
+        h.update(image_key(frame).encode())
+    for name in sorted(inputs):
+        value = inputs[name]
+        h.update(f"{name}{tuple(value.shape)}".encode())
+        if not name.startswith("pixel_values"):  # grids and sizes are small: hash their values
+            h.update(value.cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def prefix_key(token_ids: list[int], image_keys: list[str]) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(np.asarray(token_ids, dtype=np.int64).tobytes())

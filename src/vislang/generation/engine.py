@@ -26,8 +26,7 @@ import torch
 
 from ..errors import PromptTooLongError, VislangError
 from ..models.chat import split_messages
-from ..processing import load_image
-from .caches import LRUBytes, image_key, prefix_key
+from .caches import LRUBytes, media_key, prefix_key
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .sampling import SamplingParams, next_token, penalize_repetition
 from .slots import SlotCache
@@ -200,15 +199,15 @@ class Engine:
         if self._stop.is_set():
             raise VislangError("the engine is shut down")
         params = params or SamplingParams(**sampling)
-        sources, clean = split_messages(messages)
-        if len(sources) > self.max_images:
-            raise VislangError(f"{len(sources)} images in one request; at most {self.max_images} allowed")
+        media, clean = split_messages(messages)
+        if len(media) > self.max_images:
+            raise VislangError(f"{len(media)} images or videos in one request; at most {self.max_images} allowed")
         images, counts = [], []
         with single_threaded():  # no OpenMP pool in callers' threads (see threads.py)
-            for source in sources:
-                image = load_image(source)
-                inputs, (count,) = self.model.prepare_images([image])
-                images.append((image_key(image), inputs))
+            for item in media:
+                item = self.model.load_media(item)
+                inputs, (count,) = self.model.prepare_media([item])
+                images.append((media_key(item, inputs), inputs))
                 counts.append(count)
         ids = self.model.prompt_ids(clean, counts)
         if len(ids) + params.max_new_tokens > self.max_len:
@@ -219,7 +218,8 @@ class Engine:
         handle = RequestHandle(next(self._ids), params)
         req = _Prepared(handle, ids, images, time.perf_counter())
         if images:
-            req.prefix = max(i for i, t in enumerate(ids) if t == self.model.image_token_id) + 1
+            placeholders = set(self.model.media_token_ids)
+            req.prefix = max(i for i, t in enumerate(ids) if t in placeholders) + 1
             req.prefix_key = prefix_key(ids[: req.prefix], [k for k, _ in images])
         self.waiting.put(req)
         self._arrived.set()
@@ -307,6 +307,17 @@ class Engine:
                 log.exception("first token failed")
                 self._release(run, error=e)
 
+    def _media_inputs(self, runs: list[_Running]) -> dict:
+        """What the model needs beside the features (grids, sizes: Qwen2-VL's positions come from
+        them), joined over the requests' images and videos in row order."""
+        keys = dict.fromkeys(k for run in runs for _, inp in run.req.images for k in inp)
+        keys = [k for k in keys if not k.startswith("pixel_values")]
+        joined = {}
+        for k in keys:
+            parts = [inp[k] for run in runs for _, inp in run.req.images if k in inp]
+            joined[k] = torch.cat(parts).to(self.device)
+        return joined
+
     def _image_features(self, run: _Running) -> list[torch.Tensor]:
         feats = []
         for key, inputs in run.req.images:
@@ -339,7 +350,9 @@ class Engine:
             return self.model(input_ids=tail, attention_mask=mask, cache=view, last_only=True).logits[:, -1]
         feats = self._image_features(run) if run.req.images else None
         input_ids = torch.tensor([ids], device=self.device)
-        logits = self.model(input_ids=input_ids, cache=view, image_features=feats, last_only=True).logits
+        logits = self.model(
+            input_ids=input_ids, cache=view, image_features=feats, last_only=True, **self._media_inputs([run])
+        ).logits
         if pkey is not None:
             self.prefixes.put(pkey, self.cache.read_prefix(run.slot, prefix))
         return logits[:, -1]
@@ -362,6 +375,7 @@ class Engine:
             cache=self.cache.batch_view([run.slot for run in runs], lengths),
             image_features=feats or None,
             last_only=True,
+            **self._media_inputs(runs),
         ).logits[:, -1]
         for run in runs:
             if run.req.prefix_key is not None:

@@ -282,7 +282,10 @@ class QwenImageTransform:
             patches, grid = self._patchify(frames)
             rows.append(patches)
             grids.append(grid)
-        out = {"pixel_values_videos": torch.cat(rows), "video_grid_thw": torch.tensor(grids, dtype=torch.long)}
+        out = {
+            "pixel_values_videos": torch.cat(rows),
+            "video_grid_thw": torch.tensor(grids, dtype=torch.long),
+        }
         if rates is not None:
             out["second_per_grid_ts"] = torch.tensor(
                 [self.temporal_patch_size / r for r in rates], dtype=torch.float32

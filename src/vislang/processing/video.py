@@ -306,7 +306,9 @@ def _decode_file(opener: Callable[[], BinaryIO], what: str, sampling: dict, limi
             frames, decoded = decoder.decode(indices)
         if len(frames) < len(indices) and decoded > 0:
             # Fewer frames decode than the header promised (a truncated file): sample those that exist.
-            logger.warning("%s: %d frames stated, %d decoded; sampling the decoded ones", what, total, decoded)
+            logger.warning(
+                "%s: %d frames stated, %d decoded; sampling the decoded ones", what, total, decoded
+            )
             total = decoded
             indices = _sample(total, video_fps, what, **sampling)
             with _Decoder(opener, container_format, what) as decoder:
@@ -314,7 +316,9 @@ def _decode_file(opener: Callable[[], BinaryIO], what: str, sampling: dict, limi
     except VideoError:
         raise
     except _DECODE_ERRORS as e:
-        raise VideoError(f"{what} is corrupt or truncated: {e}") from e
+        # PyAV's own message names a '<none>' file for streams; FFmpeg's reason alone reads better.
+        reason = getattr(e, "strerror", None) or e
+        raise VideoError(f"{what} is corrupt or truncated: {reason}") from e
     if not frames or len(frames) < len(indices):
         raise VideoError(f"{what} is corrupt or truncated: no frames could be decoded")
     return Video(
