@@ -63,12 +63,9 @@ def _load(path, dtype):
     if (path / "preprocessor_config.json").is_file():
         settings = json.loads((path / "preprocessor_config.json").read_text())
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        try:  # TEMP
-            from .processing.qwen2vl import QwenImageTransform
+        from .processing.qwen2vl import QwenImageTransform
 
-            model.image_transform = QwenImageTransform.from_dict(settings or {})
-        except ImportError:
-            pass
+        model.image_transform = QwenImageTransform.from_dict(settings or {})
     else:
         image_size = model.cfg.vision_config.image_size
         settings = settings or {
