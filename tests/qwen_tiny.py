@@ -17,7 +17,8 @@ SPECIAL = {
     "<|vision_start|>": START,
     "<|vision_end|>": END,
 }
-WORDS = "user assistant system what is in the picture ? a red circle blue square describe it . , hello video".split()
+WORDS = "user assistant system what is in the picture ? a red circle blue square describe it . , hello video"
+WORDS = WORDS.split()
 
 TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"

@@ -4,9 +4,9 @@ fused and reduced weights; bad input."""
 
 import pytest
 import torch
-from qwen_tiny import qwen_folder, random_image
 
 import vislang
+from qwen_tiny import qwen_folder, random_image
 from vislang.errors import VislangError
 from vislang.generation.engine import Engine
 from vislang.processing.video import VideoTooLongError

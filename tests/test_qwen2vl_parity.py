@@ -5,9 +5,18 @@ import json
 
 import pytest
 import torch
-from qwen_tiny import END, IMAGE, START, VIDEO, build_hf, qwen_folder, random_image, text_config, vision_config
 
 import vislang
+from qwen_tiny import (
+    END,
+    IMAGE,
+    START,
+    VIDEO,
+    qwen_folder,
+    random_image,
+    text_config,
+    vision_config,
+)
 
 VARIANTS = {
     "qwen2_vl": dict(v25=False, tie=False),
@@ -39,7 +48,7 @@ def batch(rows, pad=0):
 
 
 def token_types(ids):
-    return ((ids == IMAGE).int() + 2 * (ids == VIDEO).int())
+    return (ids == IMAGE).int() + 2 * (ids == VIDEO).int()
 
 
 def compare(hf, vl, ids, mask, n_new=16, **inputs):
@@ -124,10 +133,22 @@ def test_text_only_rows_beside_image_rows(tmp_path):
 @pytest.mark.parametrize(
     "v25,text,vision",
     [
-        (False, dict(heads=2, kv=1, head_dim=16, sections=(4, 2, 2), layers=3), dict(width=48, heads=3, depth=3)),
+        (
+            False,
+            dict(heads=2, kv=1, head_dim=16, sections=(4, 2, 2), layers=3),
+            dict(width=48, heads=3, depth=3),
+        ),
         (False, dict(heads=6, kv=3, head_dim=4, sections=(1, 0, 1)), dict(width=16, heads=2, depth=1)),
-        (True, dict(heads=2, kv=2, head_dim=12, sections=(2, 2, 2)), dict(width=24, heads=2, depth=4, window=84, full=(0, 3))),
-        (True, dict(heads=4, kv=1, head_dim=8, sections=(2, 1, 1)), dict(width=32, heads=4, depth=2, window=28, full=())),
+        (
+            True,
+            dict(heads=2, kv=2, head_dim=12, sections=(2, 2, 2)),
+            dict(width=24, heads=2, depth=4, window=84, full=(0, 3)),
+        ),
+        (
+            True,
+            dict(heads=4, kv=1, head_dim=8, sections=(2, 1, 1)),
+            dict(width=32, heads=4, depth=2, window=28, full=()),
+        ),
     ],
 )
 def test_other_shapes(tmp_path, v25, text, vision):

@@ -3,15 +3,15 @@ and pinned by golden values where vislang follows the original Qwen release inst
 
 import pytest
 import torch
-from qwen_tiny import END, IMAGE, START, VIDEO, build_hf
 
+from qwen_tiny import END, IMAGE, START, VIDEO, build_hf
 from vislang.models.qwen2vl_positions import rope_index
 
 TEXT = [20, 21, 22]
 
 
 def theirs(model, ids, mask=None, images=None, videos=None, seconds=None):
-    types = ((ids == IMAGE).int() + 2 * (ids == VIDEO).int())
+    types = (ids == IMAGE).int() + 2 * (ids == VIDEO).int()
     extra = {} if seconds is None else {"second_per_grid_ts": seconds}
     return model.model.get_rope_index(
         ids, types, image_grid_thw=images, video_grid_thw=videos, attention_mask=mask, **extra

@@ -292,8 +292,14 @@ class QwenVisionConfig:
         if "rope_theta" in rope:
             d["rope_theta"] = rope["rope_theta"]
         defaults = {
-            True: {"hidden_act": "silu", "intermediate_size": 3420, "window_size": 112, "out_hidden_size": 3584,
-                   "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 4},
+            True: {
+                "hidden_act": "silu",
+                "intermediate_size": 3420,
+                "window_size": 112,
+                "out_hidden_size": 3584,
+                "fullatt_block_indexes": [7, 15, 23, 31],
+                "tokens_per_second": 4,
+            },
             False: {"embed_dim": 1280},
         }[v25]
         for k, v in defaults.items():
@@ -304,8 +310,16 @@ class QwenVisionConfig:
     def to_hf(self) -> dict:
         d = _plain(self)
         d["rope_parameters"] = {"rope_type": "axial", "rope_theta": d.pop("rope_theta")}
-        drop = ("embed_dim", "mlp_ratio") if self.v25 else (
-            "out_hidden_size", "intermediate_size", "window_size", "fullatt_block_indexes", "tokens_per_second"
+        drop = (
+            ("embed_dim", "mlp_ratio")
+            if self.v25
+            else (
+                "out_hidden_size",
+                "intermediate_size",
+                "window_size",
+                "fullatt_block_indexes",
+                "tokens_per_second",
+            )
         )
         for k in drop:
             d.pop(k)
@@ -337,7 +351,10 @@ class Qwen2VLConfig:
         v25 = d.get("model_type") == "qwen2_5_vl"
         text = d.pop("text_config", None)
         if text is None:  # the hub's legacy layout: the text settings sit at the top level
-            names = {f.name for f in dataclasses.fields(TextConfig)} | {"rope_parameters", "use_sliding_window"}
+            names = {f.name for f in dataclasses.fields(TextConfig)} | {
+                "rope_parameters",
+                "use_sliding_window",
+            }
             names -= {"model_type", "extra", "tie_word_embeddings"}
             text = {k: d.pop(k) for k in list(d) if k in names}
             for k in ("max_window_layers", "attention_dropout", "initializer_range", "use_cache"):

@@ -37,6 +37,19 @@ def load(
     return model
 
 
+def _video_settings(path: Path, image_settings: dict | None) -> dict:
+    """Where transformers looks for a video processor's settings, in its order: processor_config.json's
+    "video_processor", video_preprocessor_config.json, then the image processor's file."""
+    combined = path / "processor_config.json"
+    if combined.is_file():
+        video = json.loads(combined.read_text()).get("video_processor")
+        if video:
+            return video
+    if (path / "video_preprocessor_config.json").is_file():
+        return json.loads((path / "video_preprocessor_config.json").read_text())
+    return image_settings or {}
+
+
 def _load(path, dtype):
     from .models import MODEL_TYPES
     from .models.default import load_default
@@ -66,6 +79,7 @@ def _load(path, dtype):
         from .processing.qwen2vl import QwenImageTransform
 
         model.image_transform = QwenImageTransform.from_dict(settings or {})
+        model.video_transform = QwenImageTransform.from_dict(_video_settings(path, settings), video=True)
     else:
         image_size = model.cfg.vision_config.image_size
         settings = settings or {

@@ -201,7 +201,9 @@ class Engine:
         params = params or SamplingParams(**sampling)
         media, clean = split_messages(messages)
         if len(media) > self.max_images:
-            raise VislangError(f"{len(media)} images or videos in one request; at most {self.max_images} allowed")
+            raise VislangError(
+                f"{len(media)} images or videos in one request; at most {self.max_images} allowed"
+            )
         images, counts = [], []
         with single_threaded():  # no OpenMP pool in callers' threads (see threads.py)
             for item in media:

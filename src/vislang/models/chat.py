@@ -60,7 +60,9 @@ def split_messages(messages: list[dict]) -> tuple[list[Media], list[dict]]:
             elif kind == "video":
                 src = part.get("video", part.get("url", part.get("path")))
                 if src is None:
-                    raise VislangError("a video part needs a 'video' (a file path, bytes or a list of frames)")
+                    raise VislangError(
+                        "a video part needs a 'video' (a file path, bytes or a list of frames)"
+                    )
                 images.append(Media("video", src, _options(part)))
                 parts.append({"type": "video"})
             elif kind == "text":

@@ -110,7 +110,8 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
                 inputs, (count,) = self.prepare_images([m.source], **size)
             else:
                 video = m.source
-                inputs = self.image_transform.videos([video.frames], **size)
+                transform = getattr(self, "video_transform", None) or self.image_transform
+                inputs = transform.videos([video.frames], **size)
                 tp = self.cfg.vision_config.temporal_patch_size
                 inputs["second_per_grid_ts"] = torch.tensor([video.seconds_per_grid(tp)], dtype=torch.float32)
                 count = self.num_tokens(inputs["video_grid_thw"][0])

@@ -60,7 +60,8 @@ def expand_media_tokens(text: str, placeholders: Sequence[str], counts: Sequence
     _check_counts(len(found), counts, "media")
     if list(found) != list(placeholders):
         raise ImageTokenMismatchError(
-            f"the prompt's media placeholders come in the order {found}, the media in the order {list(placeholders)}"
+            f"the prompt's media placeholders come in the order {found}, "
+            f"the media in the order {list(placeholders)}"
         )
     pieces = re.split(pattern, text)
     out = [pieces[0]]

@@ -159,7 +159,7 @@ class QwenImageTransform:
     # Config keys this class does not use (processor class, fps of a video config, ...), kept for to_dict.
     extra: dict[str, Any] = field(default_factory=dict)
     # Which of size / min_pixels / max_pixels the source config spelled the pixel bounds with.
-    pixel_keys: tuple[str, ...] = field(default=("size",), repr=False)
+    pixel_keys: tuple[str, ...] = field(default=("size",), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.image_mean = tuple(float(m) for m in _per_channel(self.image_mean))
@@ -194,7 +194,7 @@ class QwenImageTransform:
         return cls(min_pixels=low, max_pixels=high, **known, extra=extra, pixel_keys=pixel_keys)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as preprocessor_config.json holds it; transformers' Qwen2VLImageProcessor reads it back."""
+        """The config as preprocessor_config.json holds it; transformers' Qwen2VLImageProcessor reads it."""
         config = dict(self.extra)
         for f in fields(self):
             if f.name in ("extra", "pixel_keys", "min_pixels", "max_pixels"):
@@ -262,6 +262,10 @@ class QwenImageTransform:
         Where the rate of the sampled frames is known (`fps`, one for all or one a video, else each
         Video's own), the result also has second_per_grid_ts [n] float32: the seconds one temporal
         patch spans, which Qwen2.5-VL's temporal position ids need.
+        Frames go through the image arithmetic (Pillow resize, float64 rescale, float32 normalize),
+        so a still image patches the same either way. transformers' Qwen2VLVideoProcessor works on
+        torch tensors instead: torchvision resizes (as in qwen-vl-utils) and the rescale is folded
+        into the normalization, so its values differ from these by rounding; its patch order is this one.
         """
         if isinstance(videos, Video):
             videos = [videos]

@@ -99,8 +99,8 @@ def sample_frame_indices(
     [min_frames, max_frames] and to the frames there are, then rounded DOWN to a multiple of the
     temporal patch; the frames are spread evenly, frame i being floor(i * total / count).
     (qwen-vl-utils takes the same count but picks round(linspace(0, total - 1, count)).)
-    transformers computes the indices with a float-step torch.arange, which for about one count in
-    25 yields one index too many (e.g. 15 of 17 frames where 14 were asked for); we keep the
+    transformers computes the indices with a float-step torch.arange, which for about 4% of counts
+    yields one index too many (e.g. 15 of 17 frames where 14 were asked for); we keep the
     count the rule asks for, the indices otherwise agree.
     A video shorter than one temporal patch, where the rule gives zero frames (and transformers
     divides by zero), keeps all its frames; the patchifier pads them.

@@ -24,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams
 from ..generation.engine import Engine
-from .images import FetchPolicy, ImageInputError, read_image_url
+from .images import FetchPolicy, ImageInputError, read_image_url, read_video_url
 from .retention import Retention
-from .schema import ChatRequest, EmbeddingRequest, ImagePart
+from .schema import ChatRequest, EmbeddingRequest, ImagePart, VideoPart
 
 log = logging.getLogger("vislang.serve")
 WEB = Path(__file__).resolve().parent / "web"
@@ -39,6 +39,7 @@ class ServerSettings:
     max_body_bytes: int = 20 << 20
     max_images: int = 8
     max_batch: int = 8  # sequences decoded together by the engine
+    max_len: int = 1024  # tokens per sequence, prompt and answer
     max_tokens: int = 256  # when a request names none
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     cors_origins: list[str] = field(default_factory=list)
@@ -62,7 +63,9 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
     settings = settings or ServerSettings()
     can_chat, can_embed = hasattr(model, "language_model"), hasattr(model, "get_text_features")
     if engine is None and can_chat:
-        engine = Engine(model, max_batch=settings.max_batch, max_images=settings.max_images)
+        engine = Engine(
+            model, max_batch=settings.max_batch, max_len=settings.max_len, max_images=settings.max_images
+        )
     retention = Retention(settings.retain_dir, settings.retain_days) if settings.retain_dir else None
     app = FastAPI(title="vislang", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.settings = engine, settings
@@ -273,16 +276,21 @@ def _describe(error: ValidationError) -> str:
 
 
 def _to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict], int]:
-    """OpenAI messages -> vislang messages, with each image_url read into bytes (never to disk)."""
+    """OpenAI messages -> vislang messages, with each image_url and video_url read into bytes (never
+    to disk); mm_processor_kwargs go to every image and video part."""
     images = sum(
-        isinstance(p, ImagePart) for m in body.messages if isinstance(m.content, list) for p in m.content
+        isinstance(p, (ImagePart, VideoPart))
+        for m in body.messages
+        if isinstance(m.content, list)
+        for p in m.content
     )
     if images > settings.max_images:
         raise APIError(
             400,
-            f"{images} images in one request; at most {settings.max_images} allowed",
+            f"{images} images and videos in one request; at most {settings.max_images} allowed",
             code="too_many_images",
         )
+    options = body.mm_processor_kwargs.model_dump(exclude_none=True) if body.mm_processor_kwargs else {}
     out = []
     for m in body.messages:
         role = "system" if m.role == "developer" else m.role
@@ -293,9 +301,14 @@ def _to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict
         for p in m.content:
             if isinstance(p, ImagePart):
                 try:
-                    parts.append({"type": "image", "image": read_image_url(p.url, settings.fetch)})
+                    parts.append({"type": "image", "image": read_image_url(p.url, settings.fetch), **options})
                 except ImageInputError as e:
                     raise APIError(400, str(e), code="invalid_image") from None
+            elif isinstance(p, VideoPart):
+                try:
+                    parts.append({"type": "video", "video": read_video_url(p.url, settings.fetch), **options})
+                except ImageInputError as e:
+                    raise APIError(400, str(e), code="invalid_video") from None
             else:
                 parts.append({"type": "text", "text": p.text})
         out.append({"role": role, "content": parts})

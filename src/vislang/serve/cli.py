@@ -34,6 +34,8 @@ def cmd_serve(args) -> int:
     server_log.setLevel(logging.INFO)
     server_log.propagate = False  # uvicorn reconfigures the root logger
     model = vislang.load(None if args.model == "default" else args.model, weights=args.weights, fuse=True)
+    if hasattr(model, "max_frames"):
+        model.max_frames = args.max_frames
     settings = ServerSettings(
         model_name=args.model_name
         or ("vislang-default" if args.model == "default" else Path(args.model).name),
@@ -41,6 +43,8 @@ def cmd_serve(args) -> int:
         max_body_bytes=args.max_body_mb << 20,
         max_images=args.max_images,
         max_batch=args.max_batch,
+        # a checkpoint that reads images at native resolution needs room: 1280 x 720 is ~1200 tokens
+        max_len=args.max_len or (1024 if args.model == "default" else 4096),
         fetch=FetchPolicy(
             allowed_domains=args.allow_url_domain, file_root=Path(args.file_root) if args.file_root else None
         ),
@@ -74,6 +78,13 @@ def add_serve_parser(subparsers) -> None:
     serve.add_argument("--max-body-mb", type=int, default=20)
     serve.add_argument("--max-images", type=int, default=8)
     serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together")
+    serve.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="tokens per request, prompt and answer (1024 default model, else 4096)",
+    )
+    serve.add_argument("--max-frames", type=int, default=768, help="frames one video may give (video models)")
     serve.add_argument("--allow-url-domain", action="append", default=[], help="fetch http(s) images from it")
     serve.add_argument("--file-root", default=None, help="allow file:// image URLs under this folder")
     serve.add_argument("--cors-origin", action="append", default=[], help="allow browser calls from it")

@@ -1,4 +1,4 @@
-"""Turning an `image_url` of a request into image bytes, safely.
+"""Turning an `image_url` (or `video_url`) of a request into bytes, safely.
 
 `data:image/...;base64,` URLs are always accepted (real image types only). Remote http(s) URLs
 are off unless domains are allowed; then every address a name resolves to must be public (never
@@ -33,6 +33,16 @@ IMAGE_MIME_TYPES = (
 )
 
 
+VIDEO_MIME_TYPES = (
+    "video/mp4",
+    "video/webm",
+    "video/quicktime",
+    "video/x-matroska",
+    "video/avi",
+    "video/x-msvideo",
+)
+
+
 class ImageInputError(VislangError, ValueError):
     """An image reference the server refuses (the reason goes back to the client as a 400)."""
 
@@ -44,6 +54,16 @@ class FetchPolicy:
     max_bytes: int = 20 << 20
     timeout_s: float = 10.0
     max_redirects: int = 3
+
+
+def read_video_url(url: str, policy: FetchPolicy) -> bytes:
+    """A video_url's bytes: a data:video/...;base64 URL, or a file:// URL under the file root."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "data":
+        return read_data_url(url, policy.max_bytes, VIDEO_MIME_TYPES, "video")
+    if scheme == "file":
+        return read_file_url(url, policy)
+    raise ImageInputError("video_url must be a data:video/...;base64, URL (or an allowed file URL)")
 
 
 def read_image_url(url: str, policy: FetchPolicy) -> bytes:
@@ -59,21 +79,22 @@ def read_image_url(url: str, policy: FetchPolicy) -> bytes:
     )
 
 
-def read_data_url(url: str, max_bytes: int) -> bytes:
+def read_data_url(url: str, max_bytes: int, mime_types=IMAGE_MIME_TYPES, what: str = "image") -> bytes:
     head, sep, payload = url.partition(",")
     if not sep:
         raise ImageInputError("malformed data URL: no ',' before the data")
     meta = head[len("data:") :].split(";")
     mime = meta[0].strip().lower()
-    if mime not in IMAGE_MIME_TYPES:
+    if mime not in mime_types:
         raise ImageInputError(
-            f"data URL of type {mime or 'none'!r} is not an image; send one of {', '.join(IMAGE_MIME_TYPES)}"
+            f"data URL of type {mime or 'none'!r} is not {'an' if what == 'image' else 'a'} {what}; "
+            f"send one of {', '.join(mime_types)}"
         )
     if "base64" not in [m.strip().lower() for m in meta[1:]]:
-        raise ImageInputError("image data URLs must be base64-encoded (data:image/png;base64,...)")
+        raise ImageInputError(f"{what} data URLs must be base64-encoded (data:{mime_types[0]};base64,...)")
     if len(payload) * 3 // 4 > max_bytes:
         raise ImageInputError(
-            f"image data of about {len(payload) * 3 // 4} bytes is over the {max_bytes}-byte limit"
+            f"{what} data of about {len(payload) * 3 // 4} bytes is over the {max_bytes}-byte limit"
         )
     try:
         return base64.b64decode(payload, validate=True)

@@ -2,7 +2,9 @@
 
 Images are stored as PNG re-encoded from their decoded pixels, so EXIF (GPS, camera, owner) and
 every other metadata chunk are gone; each file is named by the hash of its content, so the same
-image is stored once. A request record (JSON) names the images by hash and holds the text.
+image is stored once. A request record (JSON) names the images by hash and holds the text. Videos
+are named by the hash of their bytes only and not kept: a container carries metadata (place, device)
+that re-encoding frames would be the only way to drop, at a cost out of proportion to a log.
 Everything older than the retention period is deleted by `purge` (run by the server at start and
 hourly, and by `vislang purge`).
 """
@@ -37,6 +39,9 @@ class Retention:
             for p in content:
                 if p["type"] == "image":
                     parts.append({"type": "image", "sha256": self._store_image(p["image"])})
+                elif p["type"] == "video":
+                    data = p["video"] if isinstance(p["video"], bytes) else repr(p["video"]).encode()
+                    parts.append({"type": "video", "sha256": hashlib.sha256(data).hexdigest(), "kept": False})
                 else:
                     parts.append(p)
             record["messages"].append({"role": m["role"], "content": parts})

@@ -31,7 +31,28 @@ class ImagePart(_Lenient):
         return self.image_url if isinstance(self.image_url, str) else self.image_url.url
 
 
-Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class VideoPart(_Lenient):
+    """vLLM's extension for videos: a data:video/...;base64 URL, or file:// under --file-root."""
+
+    type: Literal["video_url"]
+    video_url: ImageURL | str
+
+    @property
+    def url(self) -> str:
+        return self.video_url if isinstance(self.video_url, str) else self.video_url.url
+
+
+Part = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
+
+
+class MediaOptions(_Lenient):
+    """vLLM's mm_processor_kwargs: how images and videos of this request are read (models that read
+    images at their native resolution: fewer pixels, fewer tokens, faster answers)."""
+
+    min_pixels: int | None = Field(None, ge=1)
+    max_pixels: int | None = Field(None, ge=1)
+    fps: float | None = Field(None, gt=0, le=60)
+    max_frames: int | None = Field(None, ge=1)
 
 
 class Message(_Lenient):
@@ -56,6 +77,7 @@ class ChatRequest(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     repetition_penalty: float = Field(1.0, gt=0)
+    mm_processor_kwargs: MediaOptions | None = None
 
 
 class EmbeddingRequest(_Lenient):

@@ -36,14 +36,13 @@ def segment_attention(q, k, v, lengths: list[int]) -> torch.Tensor:
     for n, group in by_length.items():
         if n == 0:
             continue
-        index = (torch.tensor(group)[:, None] + torch.arange(n)).flatten()
-        contiguous = len(group) == 1 or (len(group) * n == len(q) and group == starts)
-        pick = slice(group[0], group[0] + n * len(group)) if contiguous else index
-
-        def seg(x, pick=pick):
-            return x[pick].view(len(group), n, *x.shape[1:]).transpose(1, 2)  # [S, H, n, D]
-
-        o = F.scaled_dot_product_attention(seg(q), seg(k), seg(v))
+        if len(group) == 1 or (len(group) * n == len(q) and group == starts):
+            pick = slice(group[0], group[0] + n * len(group))  # one contiguous run: a view, no gather
+        else:
+            pick = (torch.tensor(group)[:, None] + torch.arange(n)).flatten()
+        S = len(group)
+        qs, ks, vs = (x[pick].view(S, n, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))  # [S, H, n, D]
+        o = F.scaled_dot_product_attention(qs, ks, vs)
         out[pick] = o.transpose(1, 2).reshape(-1, *q.shape[1:])
     return out
 
