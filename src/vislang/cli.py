@@ -76,6 +76,7 @@ def cmd_chat(args) -> int:
     model = vislang.load(None if args.model == "default" else args.model, weights=args.weights, fuse=True)
     for prompt in args.prompt:
         content = [{"type": "image", "image": path} for path in args.images]
+        content += [{"type": "video", "video": path} for path in args.video]
         content.append({"type": "text", "text": prompt})
         reply = model.chat(
             [{"role": "user", "content": content}],
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--model", default="default", help="'default' or a Hugging Face-format checkpoint folder"
     )
+    chat.add_argument("--video", action="append", default=[], help="a video file (models that read video)")
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     chat.add_argument("--seed", type=int, default=None)
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     ground.add_argument("image")
     ground.add_argument("ref", help='what to find, e.g. "the red circle"')
     ground.add_argument("-o", "--output", help="write the image with the box drawn")
-    ground.add_argument("--model", default="default")
+    ground.add_argument("--model", default="default", help="'default' or a checkpoint folder (Qwen2-VL, ...)")
     ground.set_defaults(func=cmd_ground)
 
     add_world_parser(sub)

@@ -134,6 +134,7 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
     @app.get("/v1/models")
     async def models():
         card = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "vislang"}
+        card["vislang"] = _box_convention(model)  # read by the web page to draw boxes
         return {"object": "list", "data": [card]}
 
     @app.get("/")
@@ -228,6 +229,21 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
             engine.shutdown()
 
     return app
+
+
+def _box_convention(model) -> dict:
+    """How the model writes boxes: on a 0..1000 grid, or (Qwen2.5-VL) in pixels of the image after
+    smart_resize, whose settings the page needs to scale them back."""
+    family = getattr(getattr(model, "cfg", None), "model_type", "")
+    transform = getattr(model, "image_transform", None)
+    if family == "qwen2_5_vl" and transform is not None:
+        return {
+            "boxes": "resized_pixels",
+            "factor": transform.factor,
+            "min_pixels": transform.min_pixels,
+            "max_pixels": transform.max_pixels,
+        }
+    return {"boxes": "grid1000"}
 
 
 def _authorized(request: Request, key: str | None) -> bool:
