@@ -78,14 +78,6 @@ SPECIAL = {
     "<|image_pad|>": IMAGE,
     "<|video_pad|>": VIDEO,
 }
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
-    "{% if p['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif p['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def write_folder(path: Path) -> None:
@@ -96,6 +88,7 @@ def write_folder(path: Path) -> None:
     from vislang.checkpoints.keymaps import vislang_to_hf
     from vislang.config import Qwen2VLConfig
     from vislang.models import Qwen2VL
+    from vislang.processing.chat_template import QWEN2VL_FALLBACK_CHAT_TEMPLATE
 
     path.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
@@ -123,7 +116,7 @@ def write_folder(path: Path) -> None:
     (path / "tokenizer_config.json").write_text(
         json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
     )
-    (path / "chat_template.jinja").write_text(TEMPLATE)
+    (path / "chat_template.jinja").write_text(QWEN2VL_FALLBACK_CHAT_TEMPLATE)
     pre = {
         "min_pixels": 3136,
         "max_pixels": 12845056,

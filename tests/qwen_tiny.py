@@ -5,6 +5,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from vislang.processing.chat_template import QWEN2VL_FALLBACK_CHAT_TEMPLATE as TEMPLATE
+
 IMAGE, VIDEO, START, END = 5, 6, 7, 8
 SPECIAL = {
     "<pad>": 0,
@@ -19,15 +21,6 @@ SPECIAL = {
 }
 WORDS = "user assistant system what is in the picture ? a red circle blue square describe it . , hello video"
 WORDS = WORDS.split()
-
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
-    "{% if p['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif p['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def text_config(tie=False, heads=4, kv=2, head_dim=8, sections=(2, 1, 1), layers=2):

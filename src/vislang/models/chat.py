@@ -161,7 +161,7 @@ class ChatMixin:
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         tok = self.tokenizer
-        template = self.chat_template or LLAVA_FALLBACK_CHAT_TEMPLATE
+        template = self.chat_template or getattr(self, "fallback_chat_template", LLAVA_FALLBACK_CHAT_TEMPLATE)
         text = render_chat(
             template, clean_messages, add_generation_prompt=True, special_tokens=tok.special_tokens
         )

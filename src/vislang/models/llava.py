@@ -4,7 +4,6 @@ into the token stream at the `<image>` placeholder positions."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import LlavaConfig
@@ -14,7 +13,7 @@ from ..vision import VisionTransformer
 from .chat import ChatMixin
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
-from .splice import splice_image_features
+from .splice import next_token_loss, splice_image_features
 
 
 class Llava(ChatMixin, PretrainedMixin, nn.Module):
@@ -81,10 +80,5 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
             cache=cache,
             last_only=last_only,
         )
-        loss = None
-        if labels is not None:
-            # next-token loss; -100 marks positions that do not count (prompt, image, padding)
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
+        loss = None if labels is None else next_token_loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, image_features=image_features)

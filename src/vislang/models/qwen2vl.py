@@ -5,8 +5,10 @@ vision_end tokens, its features replacing the image_pad / video_pad placeholders
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import Qwen2VLConfig
@@ -14,13 +16,14 @@ from ..connect import PatchMerger
 from ..errors import VislangError
 from ..nn import positions_from_mask
 from ..processing import load_image
+from ..processing.chat_template import QWEN2VL_FALLBACK_CHAT_TEMPLATE
 from ..text import Decoder
 from ..vision import QwenVisionTransformer
 from .chat import ChatMixin, Media
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
 from .qwen2vl_positions import rope_index
-from .splice import splice_image_features
+from .splice import next_token_loss, splice_image_features
 
 
 class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
@@ -37,6 +40,8 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
     @property
     def ARCHITECTURE(self) -> str:  # noqa: N802 (the name PretrainedMixin reads)
         return "Qwen2_5_VLForConditionalGeneration" if self.cfg.v25 else "Qwen2VLForConditionalGeneration"
+
+    fallback_chat_template = QWEN2VL_FALLBACK_CHAT_TEMPLATE
 
     @property
     def image_token_id(self) -> int:
@@ -118,6 +123,14 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
             parts.append(inputs)
             counts.append(count)
         return concat_inputs(parts), counts
+
+    def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
+        """As PretrainedMixin, plus the video settings when they differ from the images'."""
+        super().save_pretrained(path, max_shard_bytes)
+        video = getattr(self, "video_transform", None)
+        if video is not None and self.image_transform is not None and video != self.image_transform:
+            text = json.dumps(video.to_dict(), indent=2)
+            (Path(path) / "video_preprocessor_config.json").write_text(text)
 
     # --- positions ---
 
@@ -223,11 +236,7 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
             cache=cache,
             last_only=last_only,
         )
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
+        loss = None if labels is None else next_token_loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss, image_features=features)
 
 

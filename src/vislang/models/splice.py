@@ -46,3 +46,11 @@ def answer_loss(lm_head, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Te
     keep = labels[:, 1:] != -100  # [B, T-1]
     logits = lm_head(hidden[:, :-1][keep])  # [N, V]
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each position's logits against the next label; -100 marks positions that do
+    not count (prompt, image, padding)."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+    )

@@ -25,6 +25,17 @@ import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # What LLaVA-1.5 was trained on, for a checkpoint that ships no template: images first, then text.
+# Qwen2-VL's conversation format, for a qwen2_vl folder that ships no template: ChatML turns, each
+# image or video as vision_start, its pad token (expanded to its feature count), vision_end.
+QWEN2VL_FALLBACK_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
+    "{% if p['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif p['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 LLAVA_FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}"

@@ -22,7 +22,7 @@ from PIL import Image
 
 from vislang.errors import ImageError
 from vislang.processing.image import ImageSource, load_image
-from vislang.processing.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from vislang.processing.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, rescale_normalize
 from vislang.processing.video import Video, VideoError
 
 MAX_ASPECT_RATIO = 200
@@ -302,17 +302,7 @@ class QwenImageTransform:
 
     def _to_float(self, pixels: np.ndarray) -> torch.Tensor:
         """Rescale and normalize [T, H, W, C] uint8 into [T, C, H, W] float32, in transformers' arithmetic."""
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-        if self.do_rescale:
-            # float64 first, float32 after: the order that reproduces transformers bit for bit.
-            x = (x.to(torch.float64) * self.rescale_factor).to(torch.float32)
-        else:
-            x = x.to(torch.float32)
-        if self.do_normalize:
-            mean = torch.tensor(self.image_mean, dtype=torch.float32).view(-1, 1, 1)
-            std = torch.tensor(self.image_std, dtype=torch.float32).view(-1, 1, 1)
-            x = (x - mean) / std
-        return x
+        return rescale_normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), self)
 
 
 def _rgb(source: ImageSource) -> Image.Image:

@@ -59,6 +59,21 @@ def shortest_longest_size(height: int, width: int, shortest_edge: int, longest_e
     return size, int(scale * width / height)
 
 
+def rescale_normalize(x: torch.Tensor, settings) -> torch.Tensor:
+    """uint8 [..., C, H, W] -> float32, rescaled and normalized as `settings` (do_rescale,
+    rescale_factor, do_normalize, image_mean, image_std) say, in transformers' arithmetic."""
+    if settings.do_rescale:
+        # float64 first, float32 after: the order that reproduces transformers bit for bit.
+        x = (x.to(torch.float64) * settings.rescale_factor).to(torch.float32)
+    else:
+        x = x.to(torch.float32)
+    if settings.do_normalize:
+        mean = torch.tensor(settings.image_mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(settings.image_std, dtype=torch.float32).view(-1, 1, 1)
+        x = (x - mean) / std
+    return x
+
+
 def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Crop an HxWxC array around its centre; where the crop is bigger than the image, pad with zeros.
 
@@ -147,16 +162,7 @@ class ImageTransform:
         """Rescale and normalize an HxWx3 uint8 array into a float32 [3, H, W] tensor."""
         # np.array copies: arrays viewing PIL images are read-only, torch wants writable memory.
         x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)
-        if self.do_rescale:
-            # float64 first, float32 after: the order that reproduces transformers bit for bit.
-            x = (x.to(torch.float64) * self.rescale_factor).to(torch.float32)
-        else:
-            x = x.to(torch.float32)
-        if self.do_normalize:
-            mean = torch.tensor(self.image_mean, dtype=torch.float32).view(-1, 1, 1)
-            std = torch.tensor(self.image_std, dtype=torch.float32).view(-1, 1, 1)
-            x = (x - mean) / std
-        return x.contiguous()
+        return rescale_normalize(x, self).contiguous()
 
     def __call__(self, image: ImageSource) -> torch.Tensor:
         """Preprocess one image (a loaded RGB PIL image; anything else goes through load_image)."""
