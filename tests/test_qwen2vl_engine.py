@@ -115,3 +115,40 @@ def test_corrupt_video_file_gets_vislangs_error(model, tmp_path):
     msgs = [{"role": "user", "content": [{"type": "video", "video": str(bad)}]}]
     with pytest.raises(VislangError):
         model.chat(msgs)
+
+
+def test_chat_and_ground_from_the_shell(model, tmp_path):
+    """`vislang chat --model DIR IMAGE --video CLIP` answers as the library does; `vislang ground
+    --model DIR` runs (a random model writes no box: exit 1 with the reason)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_qwen2vl_serve import mp4_bytes
+
+    folder = tmp_path / "ckpt"
+    model.save_pretrained(folder)
+    image, clip = tmp_path / "pic.png", tmp_path / "clip.mp4"
+    random_image(80, 50, 3).save(image)
+    clip.write_bytes(mp4_bytes())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "vislang", "chat", "--model", str(folder), str(image), "--video", str(clip)]
+    out = subprocess.run(
+        [*cmd, "-p", "describe it", "--max-new-tokens", "4"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    msgs = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": str(image)},
+                {"type": "video", "video": str(clip)},
+                {"type": "text", "text": "describe it"},
+            ],
+        }
+    ]
+    assert out.stdout.strip() == str(vislang.load(folder, fuse=True).chat(msgs, max_new_tokens=4))
+    ground = [sys.executable, "-m", "vislang", "ground", "--model", str(folder), str(image), "the red circle"]
+    out = subprocess.run(ground, capture_output=True, text=True, env=env)
+    assert out.returncode in (0, 1), out.stderr
+    assert "the red circle:" in out.stdout

@@ -59,3 +59,40 @@ def test_upload_ask_and_see_the_box(server):
     if os.environ.get("VISLANG_UPDATE_DOCS"):
         docs.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, docs)
+
+
+def test_the_page_draws_each_box_convention(server):
+    """Boxes as the page reads them: "[x1, y1, x2, y2]" and Qwen2-VL's "(x1,y1),(x2,y2)" on the
+    0..1000 grid; Qwen2.5-VL's JSON "bbox_2d" in pixels of the image after smart_resize, which the
+    page recomputes from the settings /v1/models gives (set here as a Qwen2.5-VL server sends them)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 900, "height": 760})
+        page.goto(server)
+        page.set_input_files("#files", str(SCENE))
+        page.wait_for_selector(".pic img")
+        page.wait_for_function("document.querySelector('.pic canvas').width > 0")
+        count = page.evaluate(
+            "drawBoxes('the car<|box_start|>(100,200),(300,400)<|box_end|> and [1, 2, 3, 4]')"
+        )
+        assert count == 2
+        qwen25 = "{boxes: 'resized_pixels', factor: 28, min_pixels: 3136, max_pixels: 200704}"
+        drawn = page.evaluate(
+            f"""() => {{
+                convention = {qwen25};
+                const img = document.querySelector('.pic img');
+                const [h, w] = smartResize(img.naturalHeight, img.naturalWidth, convention);
+                const n = drawBoxes(`[{{"bbox_2d": [0, 0, ${{w / 2}}, ${{h}}], "label": "left half"}}]`);
+                return {{n, h, w}};
+            }}"""
+        )
+        from PIL import Image
+
+        from vislang.processing.qwen2vl import smart_resize
+
+        width, height = Image.open(SCENE).size
+        assert drawn["n"] == 1
+        assert (drawn["h"], drawn["w"]) == smart_resize(height, width, 28, 3136, 200704)
+        browser.close()

@@ -90,6 +90,7 @@ class ChatMixin:
         ids += [eos] if isinstance(eos, int) else list(eos or [])
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             ids.append(self.tokenizer.eos_token_id)
+        ids += getattr(self, "generation_eos", [])  # generation_config.json's, when the folder has one
         return sorted(set(ids))
 
     def generate(
