@@ -240,3 +240,27 @@ def test_image_token_count_mismatch_names_both_numbers(tmp_path):
     ids, _ = batch([media_run("image", n - 1)])
     with pytest.raises(vislang.ImageTokenMismatchError, match=f"{n - 1}.*{n}|{n}.*{n - 1}"):
         vl(input_ids=ids, **out)
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
+def test_training_loss_and_gradients_match(tmp_path, name):
+    """What training needs: the same loss, and the same gradients down to the patch embedding."""
+    hf, processor, vl = load_pair(tmp_path, name)
+    out = processor(images=[random_image(120, 64, 16)], return_tensors="pt")
+    ids, mask = batch([[9, 10] + media_run("image", n_tokens(out["image_grid_thw"][0])) + [30, 31, 32]])
+    labels = torch.where(ids == IMAGE, -100, ids)
+    hf.train()
+    theirs = hf(
+        input_ids=ids, attention_mask=mask, mm_token_type_ids=token_types(ids), labels=labels, **out
+    ).loss
+    ours = vl.train()(input_ids=ids, attention_mask=mask, labels=labels, **out).loss
+    assert abs(theirs.item() - ours.item()) <= 1e-5
+    theirs.backward()
+    ours.backward()
+    pairs = [
+        (hf.model.visual.patch_embed.proj.weight, vl.vision.patch_embed.proj.weight),
+        (hf.model.visual.merger.mlp[0].weight, vl.merger.mlp[0].weight),
+        (hf.model.visual.blocks[0].attn.qkv.weight, vl.vision.blocks[0].attn.qkv.weight),
+    ]
+    for a, b in pairs:
+        assert float((a.grad - b.grad).abs().max()) <= 1e-5 * max(1.0, float(a.grad.abs().max()))
