@@ -1,7 +1,7 @@
 """vislang: vision-language models in one small PyTorch library.
 
 import vislang
-model = vislang.load("path/to/hf-checkpoint")   # LLaVA-1.5, LLaVA-NeXT, CLIP
+model = vislang.load("path/to/hf-checkpoint")   # LLaVA-1.5, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, CLIP
 reply = model.chat([{"role": "user", "content": [
     {"type": "image", "image": "photo.jpg"}, {"type": "text", "text": "What is this?"}]}])
 """

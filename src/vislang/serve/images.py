@@ -115,7 +115,7 @@ def read_file_url(url: str, policy: FetchPolicy) -> bytes:
     if not path.is_file():
         raise ImageInputError("file:// URL names no readable file")
     if path.stat().st_size > policy.max_bytes:
-        raise ImageInputError(f"image file over the {policy.max_bytes}-byte limit")
+        raise ImageInputError(f"file over the {policy.max_bytes}-byte limit")
     return path.read_bytes()
 
 
