@@ -4,6 +4,7 @@ read the streamed answer; ask for a box and see it drawn. The screenshot is kept
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,9 @@ def ask(page, question: str) -> str:
     return page.text_content("#answer")
 
 
-def test_upload_ask_and_see_the_box(server):
+@contextmanager
+def page_with_the_scene(server):
+    """Debian's Chromium on the page, the world scene uploaded."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -44,6 +47,12 @@ def test_upload_ask_and_see_the_box(server):
         page.goto(server)
         page.set_input_files("#files", str(SCENE))
         page.wait_for_selector(".pic img")
+        yield page
+        browser.close()
+
+
+def test_upload_ask_and_see_the_box(server):
+    with page_with_the_scene(server) as page:
         answer = ask(page, "What color is the triangle?")
         assert answer.strip() and page.text_content("#error") == ""
         answer = ask(page, "Find the triangle. Answer with a bounding box.")
@@ -53,7 +62,6 @@ def test_upload_ask_and_see_the_box(server):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "web-page.png"
         page.screenshot(path=str(shot), full_page=True)
-        browser.close()
     assert shot.stat().st_size > 10_000
     docs = ROOT / "docs" / "serve" / "web-page.png"
     if os.environ.get("VISLANG_UPDATE_DOCS"):
@@ -65,14 +73,7 @@ def test_the_page_draws_each_box_convention(server):
     """Boxes as the page reads them: "[x1, y1, x2, y2]" and Qwen2-VL's "(x1,y1),(x2,y2)" on the
     0..1000 grid; Qwen2.5-VL's JSON "bbox_2d" in pixels of the image after smart_resize, which the
     page recomputes from the settings /v1/models gives (set here as a Qwen2.5-VL server sends them)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 900, "height": 760})
-        page.goto(server)
-        page.set_input_files("#files", str(SCENE))
-        page.wait_for_selector(".pic img")
+    with page_with_the_scene(server) as page:
         page.wait_for_function("document.querySelector('.pic canvas').width > 0")
         count = page.evaluate(
             "drawBoxes('the car<|box_start|>(100,200),(300,400)<|box_end|> and [1, 2, 3, 4]')"
@@ -95,4 +96,3 @@ def test_the_page_draws_each_box_convention(server):
         width, height = Image.open(SCENE).size
         assert drawn["n"] == 1
         assert (drawn["h"], drawn["w"]) == smart_resize(height, width, 28, 3136, 200704)
-        browser.close()

@@ -10,6 +10,7 @@ from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams, generate
 from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
 from ..processing.prompt import expand_media_tokens
+from .splice import splice_image_features
 
 MEDIA_OPTIONS = ("min_pixels", "max_pixels", "fps", "max_frames")
 
@@ -147,6 +148,12 @@ class ChatMixin:
     def media_token_ids(self) -> tuple[int, ...]:
         """The placeholder ids image (and video) features replace."""
         return (self.image_token_id,)
+
+    def embed(self, input_ids, image_features, prompt: bool = True) -> torch.Tensor:
+        """Token embeddings [B, T, D] with the features of every image (and video), given as one list
+        in order of appearance, at their placeholders."""
+        embeds = self.language_model.embed_tokens(input_ids)
+        return splice_image_features(embeds, input_ids, self.media_token_ids, image_features, prompt)
 
     def build_prompt(self, messages: list[dict]) -> tuple[list[int], dict]:
         """Token ids of the rendered conversation and the image inputs that go with them."""

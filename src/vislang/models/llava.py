@@ -13,7 +13,7 @@ from ..vision import VisionTransformer
 from .chat import ChatMixin
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
-from .splice import next_token_loss, splice_image_features
+from .splice import next_token_loss
 
 
 class Llava(ChatMixin, PretrainedMixin, nn.Module):
@@ -52,10 +52,6 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
         """PIL images -> model inputs and the feature count of each image."""
         pixel_values = self.image_transform.batch(images)
         return {"pixel_values": pixel_values}, [self.num_image_tokens()] * len(images)
-
-    def embed(self, input_ids, image_features, prompt: bool = True) -> torch.Tensor:
-        embeds = self.language_model.embed_tokens(input_ids)  # [B, T, D]
-        return splice_image_features(embeds, input_ids, self.image_token_id, image_features, prompt)
 
     def forward(
         self,

@@ -185,12 +185,6 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
 
     # --- forward ---
 
-    def embed(self, input_ids, image_features, prompt: bool = True) -> torch.Tensor:
-        """Token embeddings [B, T, D] with the features of every image and video, given as one list
-        in order of appearance, at their placeholders."""
-        embeds = self.language_model.embed_tokens(input_ids)
-        return splice_image_features(embeds, input_ids, self.media_token_ids, image_features, prompt)
-
     def forward(
         self,
         input_ids: torch.Tensor,
