@@ -17,9 +17,10 @@ from ..errors import VislangError
 from ..nn import positions_from_mask
 from ..processing import load_image
 from ..processing.chat_template import QWEN2VL_FALLBACK_CHAT_TEMPLATE
+from ..processing.video import Video, load_video
 from ..text import Decoder
 from ..vision import QwenVisionTransformer
-from .chat import ChatMixin, Media
+from .chat import ChatMixin, Media, concat_inputs
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
 from .qwen2vl_positions import rope_index
@@ -27,6 +28,8 @@ from .splice import next_token_loss, splice_image_features
 
 
 class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
+    fallback_chat_template = QWEN2VL_FALLBACK_CHAT_TEMPLATE  # for a folder that ships none
+
     def __init__(self, cfg: Qwen2VLConfig):
         super().__init__()
         self.cfg = cfg
@@ -40,8 +43,6 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
     @property
     def ARCHITECTURE(self) -> str:  # noqa: N802 (the name PretrainedMixin reads)
         return "Qwen2_5_VLForConditionalGeneration" if self.cfg.v25 else "Qwen2VLForConditionalGeneration"
-
-    fallback_chat_template = QWEN2VL_FALLBACK_CHAT_TEMPLATE
 
     @property
     def image_token_id(self) -> int:
@@ -86,8 +87,6 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
     # --- chat: images and videos to inputs ---
 
     def load_media(self, media: Media) -> Media:
-        from ..processing.video import Video, load_video
-
         if media.kind == "image":
             return Media("image", load_image(media.source), media.options)
         if media.kind != "video":
@@ -106,8 +105,6 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
 
     def prepare_media(self, media: list[Media]) -> tuple[dict, list[int]]:
         """Each medium on its own (its settings may differ), joined in order of appearance."""
-        from .chat import concat_inputs
-
         parts, counts = [], []
         for m in media:
             size = {k: m.options.get(k) for k in ("min_pixels", "max_pixels")}
