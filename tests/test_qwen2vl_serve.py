@@ -48,7 +48,7 @@ def server(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("serve_qwen")
     qwen_folder(model_dir, v25=True)
     work = tmp_path_factory.mktemp("serve_qwen_work")
-    proc, base = start_server(model_dir, work, "--api-key", KEY, "--max-frames", "16")
+    proc, base = start_server(model_dir, work, "--api-key", KEY, "--max-frames", "16", "--model-name", "qwen")
     yield base
     proc.terminate()
     proc.wait(10)
@@ -75,7 +75,7 @@ def test_image_and_video_through_the_openai_client(server):
     client = openai.OpenAI(base_url=server + "/v1", api_key=KEY)
     image = {"type": "image_url", "image_url": {"url": png_url(random_image(90, 60, 1))}}
     video = {"type": "video_url", "video_url": {"url": video_url(mp4_bytes())}}
-    out = client.chat.completions.create(model="m", messages=user(video, image), max_tokens=5)
+    out = client.chat.completions.create(model="qwen", messages=user(video, image), max_tokens=5)
     assert out.usage.completion_tokens >= 1
     assert out.usage.prompt_tokens > 20  # the video's and the image's tokens are in the prompt
 

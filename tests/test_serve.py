@@ -96,6 +96,11 @@ def client(server, key=KEY):
     return openai.OpenAI(base_url=server["base"] + "/v1", api_key=key, max_retries=0, timeout=60)
 
 
+def served(server):
+    """The model id the server reports: the checkpoint folder's name."""
+    return server["model_dir"].name
+
+
 def user(*parts):
     return [{"role": "user", "content": list(parts)}]
 
@@ -129,12 +134,16 @@ def test_models_and_chat_with_the_openai_client(server):
     c = client(server)
     assert [m.id for m in c.models.list().data] == [server["model_dir"].name]
     messages = user(image(data_url(picture(2))), text(SECRET_PROMPT))
-    reply = c.chat.completions.create(model="x", messages=messages, max_tokens=12, seed=1)
+    reply = c.chat.completions.create(model=served(server), messages=messages, max_tokens=12, seed=1)
     assert reply.object == "chat.completion"
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.prompt_tokens > 16 and 1 <= reply.usage.completion_tokens <= 12
     stream = c.chat.completions.create(
-        model="x", messages=messages, max_tokens=12, stream=True, stream_options={"include_usage": True}
+        model=served(server),
+        messages=messages,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
@@ -216,10 +225,10 @@ def test_file_url_inside_the_allowed_folder_works(server):
         (b"{not json", 400, "JSON"),
         (json.dumps({"messages": []}).encode(), 400, "messages"),
         (json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "role"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}).encode(), 400, "n"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 99}).encode(), 400, "limit of 4"),
         (json.dumps({"messages": [{"role": "user", "content": "hello " * 5000}]}).encode(), 400, "context"),
     ],
-    ids=["malformed JSON", "no messages", "unknown role", "n=2", "prompt over the context"],
+    ids=["malformed JSON", "no messages", "unknown role", "n over the limit", "prompt over the context"],
 )
 def test_malformed_requests(server, body, status, words):
     got, reply = post(server, body)
@@ -302,7 +311,7 @@ def test_web_page_is_served(server):
 
 def test_nothing_of_a_request_is_logged_or_written(server):
     client(server).chat.completions.create(
-        model="x", messages=user(image(data_url(picture(5))), text(SECRET_PROMPT)), max_tokens=4
+        model=served(server), messages=user(image(data_url(picture(5))), text(SECRET_PROMPT)), max_tokens=4
     )
     log = (server["work"] / "server.log").read_text()
     assert "request " in log  # the server does log requests: ids, sizes, status

@@ -26,4 +26,9 @@ class ImageTokenMismatchError(VislangError, ValueError):
 
 
 class PromptTooLongError(VislangError, ValueError):
-    """A prompt longer than the model's context."""
+    """A prompt longer than the model's context. The numbers, where known, let a server answer in
+    OpenAI's words: the context, the prompt's tokens and the completion tokens asked for."""
+
+    def __init__(self, message: str, context: int = 0, prompt_tokens: int = 0, completion_tokens: int = 0):
+        super().__init__(message)
+        self.context, self.prompt_tokens, self.completion_tokens = context, prompt_tokens, completion_tokens

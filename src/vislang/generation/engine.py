@@ -15,6 +15,7 @@ when the conversation up to it is the same, the prefill of everything up to it (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import queue
@@ -28,7 +29,7 @@ from ..errors import PromptTooLongError, VislangError
 from ..models.chat import split_messages
 from .caches import LRUBytes, media_key, prefix_key
 from .detokenize import IncrementalDetokenizer, StopStrings
-from .sampling import SamplingParams, next_token, penalize_repetition
+from .sampling import SamplingParams, next_token, penalize_repetition, token_logprobs
 from .slots import SlotCache
 from .threads import release_idle_workers, single_threaded
 
@@ -43,6 +44,8 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string), "length", "cancelled"
     usage: dict
     ttft_s: float = 0.0  # submit -> first token
+    # per generated token, when asked (SamplingParams.logprobs): {"id", "logprob", "top": [(id, logprob)]}
+    logprobs: list[dict] | None = None
     total_s: float = 0.0
     cached: dict = field(default_factory=dict)  # image features / prompt prefix reused
 
@@ -61,6 +64,7 @@ class RequestHandle:
         self._completion: Completion | None = None
         self._error: BaseException | None = None
         self.cancelled = False
+        self.token_logprobs: list[dict] = []  # grows as tokens are accepted (when asked for)
 
     # --- caller side ---
 
@@ -212,10 +216,16 @@ class Engine:
                 images.append((media_key(item, inputs), inputs))
                 counts.append(count)
         ids = self.model.prompt_ids(clean, counts)
-        if len(ids) + params.max_new_tokens > self.max_len:
+        asked = params.max_new_tokens
+        if asked is None:  # until the context ends
+            params = dataclasses.replace(params, max_new_tokens=max(0, self.max_len - len(ids)))
+        if len(ids) + (asked or 0) > self.max_len or (asked is None and len(ids) >= self.max_len):
             raise PromptTooLongError(
-                f"prompt of {len(ids)} tokens plus {params.max_new_tokens} new ones exceeds "
-                f"the engine's {self.max_len}-token context"
+                f"prompt of {len(ids)} tokens plus {asked or 0} new ones exceeds "
+                f"the engine's {self.max_len}-token context",
+                context=self.max_len,
+                prompt_tokens=len(ids),
+                completion_tokens=asked or 0,
             )
         handle = RequestHandle(next(self._ids), params)
         req = _Prepared(handle, ids, images, time.perf_counter())
@@ -386,10 +396,14 @@ class Engine:
 
     def _sample(self, run: _Running, logits: torch.Tensor) -> int:
         p = run.req.handle.params
+        raw = logits
         logits = penalize_repetition(logits, run.seen, p.repetition_penalty)
         if len(run.new) < p.min_new_tokens:
             logits = logits.index_fill(-1, self._eos_ids, float("-inf"))
-        return int(next_token(logits, p, run.generator)[0])
+        token = int(next_token(logits, p, run.generator)[0])
+        if p.logprobs is not None and token not in self.eos:
+            run.req.handle.token_logprobs.append(token_logprobs(raw, token, p.logprobs))
+        return token
 
     def _step(self) -> None:
         for run in [r for r in self.slots if r is not None]:
@@ -447,6 +461,7 @@ class Engine:
             return self._release(run, reason="length")
 
     def _release(self, run: _Running, reason: str = "", error: BaseException | None = None) -> None:
+        handle = run.req.handle
         self.slots[run.slot] = None
         self.cache.free(run.slot)
         if error is not None:
@@ -462,6 +477,7 @@ class Engine:
                 ttft_s=(run.first_token_at or now) - run.req.submitted,
                 total_s=now - run.req.submitted,
                 cached=dict(run.cached),
+                logprobs=list(handle.token_logprobs) if handle.params.logprobs is not None else None,
             )
         )
 

@@ -9,7 +9,7 @@ import torch
 
 @dataclass
 class SamplingParams:
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = 64  # None: until the context ends (the engine fills it in)
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int = 0  # 0: off
@@ -18,15 +18,19 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or answer
     stop: list[str] = field(default_factory=list)  # strings that end the answer (not returned)
     min_new_tokens: int = 0  # end-of-sequence tokens are masked until this many tokens exist
+    logprobs: int | None = None  # None: off; k: each token's log-probability and the k likeliest (<= 20)
 
     def __post_init__(self):
-        if self.max_new_tokens < 0:
+        if self.max_new_tokens is not None and self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ValueError(f"top logprobs must be in [0, 20], got {self.logprobs}")
         if self.do_sample and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+        most = self.max_new_tokens if self.max_new_tokens is not None else self.min_new_tokens
+        if not 0 <= self.min_new_tokens <= most:
             raise ValueError(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
@@ -66,3 +70,14 @@ def next_token(
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def token_logprobs(logits: torch.Tensor, token: int, top: int) -> dict:
+    """The chosen token's log-probability under the model's distribution (the logits as the model
+    gave them, before temperature or penalties) and the `top` likeliest tokens'. logits [1, V]."""
+    logp = logits[0].float().log_softmax(-1)
+    entry = {"id": token, "logprob": float(logp[token]), "top": []}
+    if top:
+        values, ids = logp.topk(top)
+        entry["top"] = list(zip(ids.tolist(), values.tolist()))
+    return entry

@@ -8,14 +8,16 @@ is switched on: logs carry the request id, sizes, durations and the status.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -40,7 +42,8 @@ class ServerSettings:
     max_images: int = 8
     max_batch: int = 8  # sequences decoded together by the engine
     max_len: int = 1024  # tokens per sequence, prompt and answer
-    max_tokens: int = 256  # when a request names none
+    max_tokens: int | None = None  # when a request names none; None: until the context ends
+    max_n: int = 4  # choices one request may ask for
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     cors_origins: list[str] = field(default_factory=list)
     retain_dir: Path | None = None
@@ -133,9 +136,12 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
 
     @app.get("/v1/models")
     async def models():
-        card = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "vislang"}
-        card["vislang"] = _box_convention(model)  # read by the web page to draw boxes
-        return {"object": "list", "data": [card]}
+        return {"object": "list", "data": [_card(model, settings)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def one_model(model_id: str):
+        _check_model(model_id, settings)
+        return _card(model, settings)
 
     @app.get("/")
     async def page():
@@ -151,8 +157,11 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
             raise APIError(
                 400, f"model {settings.model_name} cannot embed: it is a generative VLM, not a dual encoder"
             )
+        _check_model(body.model, settings)
         inputs = [body.input] if isinstance(body.input, str) else body.input
         vectors = await run_in_threadpool(_embed, model, inputs, settings)
+        if body.encoding_format == "base64":  # the SDK's default: little-endian float32 bytes
+            vectors = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return {
             "object": "list",
@@ -172,44 +181,71 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
             body = ChatRequest.model_validate(raw)
         except ValidationError as e:
             raise APIError(400, "invalid request: " + _describe(e)) from None
+        _check_model(body.model, settings)
+        n = body.n or 1
+        if n > settings.max_n:
+            raise APIError(400, f"n={n} is over this server's limit of {settings.max_n} choices")
         messages, n_images = await run_in_threadpool(_to_messages, body, settings)
         params = _sampling(body, settings)
+        handles = []
         try:
-            handle = await run_in_threadpool(engine.submit, messages, params)
+            for i in range(n):  # one request per choice; a seed gives each its own stream
+                seed = None if params.seed is None else params.seed + i
+                handles.append(await run_in_threadpool(engine.submit, messages, replace(params, seed=seed)))
         except PromptTooLongError as e:
-            raise APIError(400, str(e), code="context_length_exceeded") from None
+            for h in handles:
+                h.cancel()
+            raise APIError(400, _context_message(e), code="context_length_exceeded") from None
         except (VislangError, ValueError) as e:
+            for h in handles:
+                h.cancel()
             raise APIError(400, str(e)) from None
         cid, created = f"chatcmpl-{request.state.rid}", int(time.time())
+        want_logprobs = bool(body.logprobs)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                _sse(handle, cid, created, settings.model_name, include_usage, retention, messages),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
+            stream = _sse(
+                handles,
+                cid,
+                created,
+                settings.model_name,
+                include_usage,
+                retention,
+                messages,
+                engine,
+                want_logprobs,
             )
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
+        done = []
         try:
-            async for _ in handle:
-                if await request.is_disconnected():
-                    handle.cancel()
-            done = handle.result()
+            for handle in handles:
+                async for _ in handle:
+                    if await request.is_disconnected():
+                        handle.cancel()
+                done.append(handle.result())
         finally:
-            handle.cancel()  # a no-op once finished; frees the slot if the client went away
+            for handle in handles:
+                handle.cancel()  # a no-op once finished; frees the slot if the client went away
         if retention:
-            await run_in_threadpool(retention.store, messages, done.text)
+            await run_in_threadpool(retention.store, messages, done[0].text)
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": d.text, "refusal": None},
+                "logprobs": _logprobs(d.logprobs, engine.tokenizer) if want_logprobs else None,
+                "finish_reason": "length" if d.finish_reason == "length" else "stop",
+            }
+            for i, d in enumerate(done)
+        ]
         return {
             "id": cid,
             "object": "chat.completion",
             "created": created,
             "model": settings.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": done.text},
-                    "finish_reason": "length" if done.finish_reason == "length" else "stop",
-                }
-            ],
-            "usage": done.usage,
+            "choices": choices,
+            "usage": _usage(done),
         }
 
     if retention:
@@ -229,6 +265,12 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
             engine.shutdown()
 
     return app
+
+
+def _card(model, settings: ServerSettings) -> dict:
+    card = {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "vislang"}
+    card["vislang"] = _box_convention(model)  # read by the web page to draw boxes
+    return card
 
 
 def _box_convention(model) -> dict:
@@ -332,46 +374,116 @@ def _to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict
 
 
 def _sampling(body: ChatRequest, settings: ServerSettings) -> SamplingParams:
-    sample = bool(body.temperature)
+    # top_p 0 keeps only the likeliest token: greedy, as lmms-eval's task configs mean it
+    sample = bool(body.temperature) and body.top_p != 0
+    top_logprobs = body.top_logprobs or 0
+    if body.top_logprobs and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true")
     try:
         return SamplingParams(
+            # omitted: until the context ends (or the server's --max-tokens cap, when it has one)
             max_new_tokens=body.max_completion_tokens or body.max_tokens or settings.max_tokens,
             do_sample=sample,
             temperature=body.temperature if sample else 1.0,
-            top_p=body.top_p,
+            top_p=body.top_p if body.top_p else 1.0,
             seed=body.seed,
             stop=[body.stop] if isinstance(body.stop, str) else list(body.stop or []),
-            repetition_penalty=body.repetition_penalty,
+            repetition_penalty=body.repetition_penalty or 1.0,
+            logprobs=top_logprobs if body.logprobs else None,
         )
     except ValueError as e:
         raise APIError(400, str(e)) from None
 
 
-async def _sse(handle, cid, created, model_name, include_usage, retention, messages):
-    def event(delta: dict, finish=None, usage=None) -> str:
+def _check_model(name: str | None, settings: ServerSettings) -> None:
+    """A request may leave the model out; a name that is not the served one is OpenAI's 404."""
+    if name and name != settings.model_name:
+        raise APIError(
+            404,
+            f"The model `{name}` does not exist or you do not have access to it. "
+            f"This server serves `{settings.model_name}`.",
+            code="model_not_found",
+        )
+
+
+def _context_message(e: PromptTooLongError) -> str:
+    """OpenAI's wording, which clients (litellm) match to raise their context-window error."""
+    if not e.context:
+        return str(e)
+    asked = e.prompt_tokens + e.completion_tokens
+    return (
+        f"This model's maximum context length is {e.context} tokens. However, you requested {asked} tokens "
+        f"({e.prompt_tokens} in the messages, {e.completion_tokens} in the completion). "
+        "Please reduce the length of the messages or completion."
+    )
+
+
+def _usage(done: list) -> dict:
+    prompt = done[0].usage["prompt_tokens"]
+    completion = sum(d.usage["completion_tokens"] for d in done)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _logprob_entry(token_id: int, logprob: float, tokenizer) -> dict:
+    text = tokenizer.decode([token_id], skip_special_tokens=False)
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def _logprobs(entries: list[dict] | None, tokenizer) -> dict:
+    """Engine entries -> OpenAI's choice.logprobs."""
+    content = []
+    for e in entries or []:
+        item = _logprob_entry(e["id"], e["logprob"], tokenizer)
+        item["top_logprobs"] = [_logprob_entry(i, lp, tokenizer) for i, lp in e["top"]]
+        content.append(item)
+    return {"content": content, "refusal": None}
+
+
+async def _sse(handles, cid, created, model_name, include_usage, retention, messages, engine, want_logprobs):
+    """Server-sent chunks, one choice after the other (each chunk names its choice's index)."""
+
+    def event(delta: dict, index: int = 0, finish=None, usage=None, logprobs=None) -> str:
         chunk = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model_name,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
+            "choices": [],
         }
-        if usage is not None:
+        if usage is None:
+            choice = {"index": index, "delta": delta, "finish_reason": finish}
+            choice["logprobs"] = logprobs if want_logprobs else None
+            chunk["choices"] = [choice]
+        else:
             chunk["usage"] = usage
         return f"data: {json.dumps(chunk)}\n\n"
 
+    def fresh_logprobs(handle, sent: int) -> tuple[dict | None, int]:
+        if not want_logprobs:
+            return None, sent
+        entries = handle.token_logprobs[sent:]
+        return _logprobs(entries, engine.tokenizer), sent + len(entries)
+
     try:
-        yield event({"role": "assistant", "content": ""})
-        async for delta in handle:
-            yield event({"content": delta})
-        done = handle.result()
-        yield event({}, finish="length" if done.finish_reason == "length" else "stop")
+        done = []
+        for index, handle in enumerate(handles):
+            sent = 0
+            yield event({"role": "assistant", "content": ""}, index)
+            async for delta in handle:
+                logprobs, sent = fresh_logprobs(handle, sent)
+                yield event({"content": delta}, index, logprobs=logprobs)
+            result = handle.result()
+            logprobs, sent = fresh_logprobs(handle, sent)
+            finish = "length" if result.finish_reason == "length" else "stop"
+            yield event({}, index, finish=finish, logprobs=logprobs)
+            done.append(result)
         if include_usage:
-            yield event({}, usage=done.usage)
+            yield event({}, usage=_usage(done))
         yield "data: [DONE]\n\n"
         if retention:
-            await run_in_threadpool(retention.store, messages, done.text)
+            await run_in_threadpool(retention.store, messages, done[0].text)
     except VislangError as e:
         yield f"data: {json.dumps(error_body(str(e), 'server_error'))}\n\n"
     finally:
-        handle.cancel()  # the client left mid-stream: free the slot
+        for handle in handles:
+            handle.cancel()  # the client left mid-stream: free the slots

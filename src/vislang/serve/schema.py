@@ -65,22 +65,27 @@ class StreamOptions(_Lenient):
 
 
 class ChatRequest(_Lenient):
+    """Every optional field also takes JSON null, as OpenAI's reference allows (the SDK sends null
+    whenever a caller passes None)."""
+
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)  # None or 0: greedy
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)  # 0: greedy
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = Field(1, ge=1, le=1)
-    stream: bool = False
+    n: int | None = Field(None, ge=1)
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
-    repetition_penalty: float = Field(1.0, gt=0)
+    repetition_penalty: float | None = Field(None, gt=0)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     mm_processor_kwargs: MediaOptions | None = None
 
 
 class EmbeddingRequest(_Lenient):
     model: str | None = None
     input: str | list[str]
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] | None = None
