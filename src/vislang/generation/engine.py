@@ -29,6 +29,7 @@ from ..errors import PromptTooLongError, VislangError
 from ..models.chat import split_messages
 from .caches import LRUBytes, media_key, prefix_key
 from .detokenize import IncrementalDetokenizer, StopStrings
+from .grammar import Constraint, Grammars
 from .sampling import SamplingParams, next_token, penalize_repetition, token_logprobs
 from .slots import SlotCache
 from .threads import release_idle_workers, single_threaded
@@ -144,6 +145,7 @@ class _Prepared:
     # its length and prefix-cache key (0, None without images)
     prefix: int = 0
     prefix_key: str | None = None
+    constraint: Constraint | None = None  # the grammar the answer must follow, if any
 
 
 class _Running:
@@ -183,6 +185,7 @@ class Engine:
         self.device = self.lm.embed_tokens.weight.device
         self.eos = set(model.default_eos())
         self._eos_ids = torch.tensor(sorted(self.eos), dtype=torch.long, device=self.device)
+        self.grammars = Grammars(self.tokenizer, self.lm.cfg.vocab_size, sorted(self.eos))
         self.features = LRUBytes(feature_cache_bytes)
         self.prefixes = LRUBytes(prefix_cache_bytes)
         self.cache = SlotCache.for_decoder(self.lm, max_batch, self.max_len)
@@ -227,8 +230,11 @@ class Engine:
                 prompt_tokens=len(ids),
                 completion_tokens=asked or 0,
             )
+        constraint = None
+        if params.json_schema is not None or params.json_object:
+            constraint = self.grammars.json(params.json_schema)  # a bad schema fails here, in the caller
         handle = RequestHandle(next(self._ids), params)
-        req = _Prepared(handle, ids, images, time.perf_counter())
+        req = _Prepared(handle, ids, images, time.perf_counter(), constraint=constraint)
         if images:
             placeholders = set(self.model.media_token_ids)
             req.prefix = max(i for i, t in enumerate(ids) if t in placeholders) + 1
@@ -400,7 +406,12 @@ class Engine:
         logits = penalize_repetition(logits, run.seen, p.repetition_penalty)
         if len(run.new) < p.min_new_tokens:
             logits = logits.index_fill(-1, self._eos_ids, float("-inf"))
+        constraint = run.req.constraint
+        if constraint is not None:
+            logits = constraint.mask(logits)
         token = int(next_token(logits, p, run.generator)[0])
+        if constraint is not None and token not in self.eos:
+            constraint.take(token)
         if p.logprobs is not None and token not in self.eos:
             run.req.handle.token_logprobs.append(token_logprobs(raw, token, p.logprobs))
         return token

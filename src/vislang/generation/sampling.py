@@ -19,6 +19,10 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)  # strings that end the answer (not returned)
     min_new_tokens: int = 0  # end-of-sequence tokens are masked until this many tokens exist
     logprobs: int | None = None  # None: off; k: each token's log-probability and the k likeliest (<= 20)
+    # constrained decoding (the engine): the answer is a JSON object (json_object), or JSON valid
+    # against json_schema
+    json_object: bool = False
+    json_schema: dict | None = None
 
     def __post_init__(self):
         if self.max_new_tokens is not None and self.max_new_tokens < 0:

@@ -390,9 +390,22 @@ def _sampling(body: ChatRequest, settings: ServerSettings) -> SamplingParams:
             stop=[body.stop] if isinstance(body.stop, str) else list(body.stop or []),
             repetition_penalty=body.repetition_penalty or 1.0,
             logprobs=top_logprobs if body.logprobs else None,
+            **_response_format(body),
         )
     except ValueError as e:
         raise APIError(400, str(e)) from None
+
+
+def _response_format(body: ChatRequest) -> dict:
+    """response_format -> the engine's constraint: decoding follows the schema, so the answer parses."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return {}
+    if fmt.type == "json_object":
+        return {"json_object": True}
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise APIError(400, "response_format json_schema needs json_schema.schema")
+    return {"json_schema": fmt.json_schema.schema_}
 
 
 def _check_model(name: str | None, settings: ServerSettings) -> None:

@@ -64,6 +64,17 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(_Lenient):
+    name: str | None = None
+    schema_: dict | None = Field(None, alias="schema")
+    strict: bool | None = None  # the schema is always enforced
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
 class ChatRequest(_Lenient):
     """Every optional field also takes JSON null, as OpenAI's reference allows (the SDK sends null
     whenever a caller passes None)."""
@@ -82,6 +93,7 @@ class ChatRequest(_Lenient):
     repetition_penalty: float | None = Field(None, gt=0)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
     mm_processor_kwargs: MediaOptions | None = None
 
 
