@@ -86,3 +86,100 @@ def test_a_schema_that_cannot_be_compiled_is_a_400(client):
             model="vislang-default", messages=ask("hi"), response_format=bad, max_tokens=5
         )
     assert "schema" in str(err.value)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The local time in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "choice,names",
+    [
+        ("required", {"get_weather", "get_time"}),
+        ({"type": "function", "function": {"name": "get_time"}}, {"get_time"}),
+    ],
+    ids=["required", "named"],
+)
+def test_tool_call_round_trip(client, choice, names):
+    """call (arguments valid against the schema), the tool's result, then a final answer in text."""
+    messages = ask("What is the weather in Paris?")
+    first = client.chat.completions.create(
+        model="vislang-default", messages=messages, tools=[WEATHER, TIME], tool_choice=choice, max_tokens=80
+    )
+    out = first.choices[0]
+    assert out.finish_reason == "tool_calls" and out.message.tool_calls
+    for call in out.message.tool_calls:
+        assert call.id.startswith("call_") and call.function.name in names
+        arguments = json.loads(call.function.arguments)
+        assert isinstance(arguments["city"], str) and len(arguments["city"]) <= 20
+        if call.function.name == "get_weather":
+            assert arguments["unit"] in ("celsius", "fahrenheit")
+    messages = messages + [out.message.model_dump(exclude_none=True)]
+    for call in out.message.tool_calls:
+        messages.append(
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "clear"}'}
+        )
+    final = client.chat.completions.create(
+        model="vislang-default", messages=messages, tools=[WEATHER, TIME], tool_choice="none", max_tokens=30
+    )
+    assert final.choices[0].message.content and not final.choices[0].message.tool_calls
+
+
+def test_tool_calls_streamed(client):
+    stream = client.chat.completions.create(
+        model="vislang-default",
+        messages=ask("What time is it in Tokyo?"),
+        tools=[TIME],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        stream=True,
+    )
+    calls, finish = {}, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                entry = calls.setdefault(delta.index, {"name": "", "arguments": ""})
+                entry["name"] += delta.function.name or ""
+                entry["arguments"] += delta.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls" and len(calls) == 1
+    assert calls[0]["name"] == "get_time" and "city" in json.loads(calls[0]["arguments"])
+
+
+def test_tool_choice_errors(client):
+    with pytest.raises(openai.BadRequestError, match="not among the tools"):
+        client.chat.completions.create(
+            model="vislang-default",
+            messages=ask("hi"),
+            tools=[TIME],
+            tool_choice={"type": "function", "function": {"name": "launch"}},
+            max_tokens=5,
+        )

@@ -201,8 +201,15 @@ class Engine:
 
     # --- caller side ---
 
-    def submit(self, messages: list[dict], params: SamplingParams | None = None, **sampling) -> RequestHandle:
-        """Queue a conversation; errors in the input (image, length) raise here, in the caller."""
+    def submit(
+        self,
+        messages: list[dict],
+        params: SamplingParams | None = None,
+        tools: list[dict] | None = None,
+        **sampling,
+    ) -> RequestHandle:
+        """Queue a conversation; errors in the input (image, length) raise here, in the caller.
+        tools: OpenAI-style function definitions the prompt offers (see processing/tools.py)."""
         if self._stop.is_set():
             raise VislangError("the engine is shut down")
         params = params or SamplingParams(**sampling)
@@ -218,7 +225,7 @@ class Engine:
                 inputs, (count,) = self.model.prepare_media([item])
                 images.append((media_key(item, inputs), inputs))
                 counts.append(count)
-        ids = self.model.prompt_ids(clean, counts)
+        ids = self.model.prompt_ids(clean, counts, tools=tools)
         asked = params.max_new_tokens
         if asked is None:  # until the context ends
             params = dataclasses.replace(params, max_new_tokens=max(0, self.max_len - len(ids)))

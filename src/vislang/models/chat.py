@@ -10,6 +10,7 @@ from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams, generate
 from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
 from ..processing.prompt import expand_media_tokens
+from ..processing.tools import conversation_with_tools
 from .splice import splice_image_features
 
 MEDIA_OPTIONS = ("min_pixels", "max_pixels", "fps", "max_frames")
@@ -46,8 +47,9 @@ def split_messages(messages: list[dict]) -> tuple[list[Media], list[dict]]:
     images, clean = [], []
     for m in messages:
         content = m.get("content")
+        rest = {k: v for k, v in m.items() if k != "content"}  # tool_calls, tool_call_id, name, ...
         if isinstance(content, str) or content is None:
-            clean.append({"role": m["role"], "content": content or ""})
+            clean.append({**rest, "content": content or ""})
             continue
         parts = []
         for part in content:
@@ -70,7 +72,7 @@ def split_messages(messages: list[dict]) -> tuple[list[Media], list[dict]]:
                 parts.append({"type": "text", "text": part.get("text", "")})
             else:
                 raise VislangError(f"unknown message part type {kind!r}; use 'text', 'image' or 'video'")
-        clean.append({"role": m["role"], "content": parts})
+        clean.append({**rest, "content": parts})
     return images, clean
 
 
@@ -163,15 +165,19 @@ class ChatMixin:
         inputs, counts = self.prepare_media([self.load_media(m) for m in media]) if media else ({}, [])
         return self.prompt_ids(clean, counts), inputs
 
-    def prompt_ids(self, clean_messages: list[dict], image_token_counts: list[int]) -> list[int]:
+    def prompt_ids(
+        self, clean_messages: list[dict], image_token_counts: list[int], tools: list[dict] | None = None
+    ) -> list[int]:
         """Token ids of messages whose image parts are bare {"type": "image"} (and video parts
         {"type": "video"}), each expanded to its number of placeholder tokens, in order."""
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         tok = self.tokenizer
         template = self.chat_template or getattr(self, "fallback_chat_template", LLAVA_FALLBACK_CHAT_TEMPLATE)
+        clean_messages, tools = conversation_with_tools(clean_messages, tools, template)
+        specials = tok.special_tokens
         text = render_chat(
-            template, clean_messages, add_generation_prompt=True, special_tokens=tok.special_tokens
+            template, clean_messages, add_generation_prompt=True, special_tokens=specials, tools=tools
         )
         kinds = [
             p["type"]

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams
 from ..generation.engine import Engine
+from ..processing.tools import call_schema, parse_calls
 from .images import FetchPolicy, ImageInputError, read_image_url, read_video_url
 from .retention import Retention
 from .schema import ChatRequest, EmbeddingRequest, ImagePart, VideoPart
@@ -187,11 +188,17 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
             raise APIError(400, f"n={n} is over this server's limit of {settings.max_n} choices")
         messages, n_images = await run_in_threadpool(_to_messages, body, settings)
         params = _sampling(body, settings)
+        tools, call_required = _tools(body)
+        if call_required is not None:
+            if params.json_schema is not None or params.json_object:
+                raise APIError(400, "a required tool call and response_format cannot be combined")
+            params = replace(params, json_schema=call_required)
         handles = []
         try:
             for i in range(n):  # one request per choice; a seed gives each its own stream
                 seed = None if params.seed is None else params.seed + i
-                handles.append(await run_in_threadpool(engine.submit, messages, replace(params, seed=seed)))
+                choice = replace(params, seed=seed)
+                handles.append(await run_in_threadpool(engine.submit, messages, choice, tools))
         except PromptTooLongError as e:
             for h in handles:
                 h.cancel()
@@ -204,17 +211,9 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
         want_logprobs = bool(body.logprobs)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = _sse(
-                handles,
-                cid,
-                created,
-                settings.model_name,
-                include_usage,
-                retention,
-                messages,
-                engine,
-                want_logprobs,
-            )
+            spec = _Stream(cid, created, settings.model_name, include_usage, want_logprobs)
+            spec.with_tools, spec.constrained = tools is not None, call_required is not None
+            stream = _sse(handles, spec, engine, retention, messages)
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
@@ -230,15 +229,16 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
                 handle.cancel()  # a no-op once finished; frees the slot if the client went away
         if retention:
             await run_in_threadpool(retention.store, messages, done[0].text)
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": d.text, "refusal": None},
-                "logprobs": _logprobs(d.logprobs, engine.tokenizer) if want_logprobs else None,
-                "finish_reason": "length" if d.finish_reason == "length" else "stop",
-            }
-            for i, d in enumerate(done)
-        ]
+        choices = []
+        for i, d in enumerate(done):
+            message, finish = {"role": "assistant", "content": d.text, "refusal": None}, _finish(d)
+            if tools is not None:
+                text, calls = parse_calls(d.text, constrained=call_required is not None)
+                if calls:
+                    message.update(content=text or None, tool_calls=calls)
+                    finish = "tool_calls"
+            logprobs = _logprobs(d.logprobs, engine.tokenizer) if want_logprobs else None
+            choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
         return {
             "id": cid,
             "object": "chat.completion",
@@ -352,8 +352,11 @@ def _to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict
     out = []
     for m in body.messages:
         role = "system" if m.role == "developer" else m.role
+        extra = {"tool_calls": m.tool_calls} if m.tool_calls else {}
+        if m.role == "tool":
+            extra = {"tool_call_id": m.tool_call_id, **({"name": m.name} if m.name else {})}
         if not isinstance(m.content, list):
-            out.append({"role": role, "content": m.content or ""})
+            out.append({"role": role, "content": m.content or "", **extra})
             continue
         parts = []
         for p in m.content:
@@ -369,7 +372,7 @@ def _to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict
                     raise APIError(400, str(e), code="invalid_video") from None
             else:
                 parts.append({"type": "text", "text": p.text})
-        out.append({"role": role, "content": parts})
+        out.append({"role": role, "content": parts, **extra})
     return out, images
 
 
@@ -406,6 +409,31 @@ def _response_format(body: ChatRequest) -> dict:
     if fmt.json_schema is None or fmt.json_schema.schema_ is None:
         raise APIError(400, "response_format json_schema needs json_schema.schema")
     return {"json_schema": fmt.json_schema.schema_}
+
+
+def _tools(body: ChatRequest) -> tuple[list[dict] | None, dict | None]:
+    """(the tools the prompt offers, the JSON schema decoding must follow when a call is required)."""
+    choice = body.tool_choice
+    if not body.tools or choice == "none":
+        if isinstance(choice, dict) or choice == "required":
+            raise APIError(400, f"tool_choice {choice!r} needs tools")
+        return None, None
+    tools = [t.model_dump(exclude_none=True) for t in body.tools]
+    name = None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if choice.get("type") != "function" or not name:
+            raise APIError(400, 'tool_choice must be "none", "auto", "required" or {"type": "function", ...}')
+    if choice is None or choice == "auto":
+        return tools, None
+    try:
+        return tools, call_schema(tools, name, parallel=body.parallel_tool_calls is not False)
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+
+
+def _finish(done) -> str:
+    return "length" if done.finish_reason == "length" else "stop"
 
 
 def _check_model(name: str | None, settings: ServerSettings) -> None:
@@ -452,27 +480,42 @@ def _logprobs(entries: list[dict] | None, tokenizer) -> dict:
     return {"content": content, "refusal": None}
 
 
-async def _sse(handles, cid, created, model_name, include_usage, retention, messages, engine, want_logprobs):
-    """Server-sent chunks, one choice after the other (each chunk names its choice's index)."""
+@dataclass
+class _Stream:
+    """What every chunk of one streamed response carries, and how its answers are read."""
+
+    cid: str
+    created: int
+    model_name: str
+    include_usage: bool
+    want_logprobs: bool
+    with_tools: bool = False  # tools offered: an answer is text or tool calls, read whole
+    constrained: bool = False  # a call was required: the answer is the JSON list of calls
+
+
+async def _sse(handles, spec: _Stream, engine, retention, messages):
+    """Server-sent chunks, one choice after the other (each chunk names its choice's index). With tools
+    offered, an answer is read whole first: it is either text or tool calls, sent as OpenAI sends them
+    (a first delta with the call's id and name, then its arguments)."""
 
     def event(delta: dict, index: int = 0, finish=None, usage=None, logprobs=None) -> str:
         chunk = {
-            "id": cid,
+            "id": spec.cid,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
+            "created": spec.created,
+            "model": spec.model_name,
             "choices": [],
         }
         if usage is None:
             choice = {"index": index, "delta": delta, "finish_reason": finish}
-            choice["logprobs"] = logprobs if want_logprobs else None
+            choice["logprobs"] = logprobs if spec.want_logprobs else None
             chunk["choices"] = [choice]
         else:
             chunk["usage"] = usage
         return f"data: {json.dumps(chunk)}\n\n"
 
     def fresh_logprobs(handle, sent: int) -> tuple[dict | None, int]:
-        if not want_logprobs:
+        if not spec.want_logprobs:
             return None, sent
         entries = handle.token_logprobs[sent:]
         return _logprobs(entries, engine.tokenizer), sent + len(entries)
@@ -482,15 +525,34 @@ async def _sse(handles, cid, created, model_name, include_usage, retention, mess
         for index, handle in enumerate(handles):
             sent = 0
             yield event({"role": "assistant", "content": ""}, index)
+            if spec.with_tools:
+                async for _ in handle:
+                    pass
+                result = handle.result()
+                text, calls = parse_calls(result.text, spec.constrained)
+                logprobs, sent = fresh_logprobs(handle, sent)
+                if text:
+                    yield event({"content": text}, index, logprobs=logprobs)
+                for k, call in enumerate(calls):
+                    head = {
+                        **call,
+                        "index": k,
+                        "function": {"name": call["function"]["name"], "arguments": ""},
+                    }
+                    yield event({"tool_calls": [head]}, index)
+                    args = {"index": k, "function": {"arguments": call["function"]["arguments"]}}
+                    yield event({"tool_calls": [args]}, index)
+                yield event({}, index, finish="tool_calls" if calls else _finish(result))
+                done.append(result)
+                continue
             async for delta in handle:
                 logprobs, sent = fresh_logprobs(handle, sent)
                 yield event({"content": delta}, index, logprobs=logprobs)
             result = handle.result()
             logprobs, sent = fresh_logprobs(handle, sent)
-            finish = "length" if result.finish_reason == "length" else "stop"
-            yield event({}, index, finish=finish, logprobs=logprobs)
+            yield event({}, index, finish=_finish(result), logprobs=logprobs)
             done.append(result)
-        if include_usage:
+        if spec.include_usage:
             yield event({}, usage=_usage(done))
         yield "data: [DONE]\n\n"
         if retention:

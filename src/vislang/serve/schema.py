@@ -56,8 +56,23 @@ class MediaOptions(_Lenient):
 
 
 class Message(_Lenient):
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[Part] | None = None
+    tool_calls: list[dict] | None = None  # an assistant turn that called functions
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    name: str | None = None
+
+
+class FunctionDef(_Lenient):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionDef
 
 
 class StreamOptions(_Lenient):
@@ -94,6 +109,9 @@ class ChatRequest(_Lenient):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict | None = None
+    parallel_tool_calls: bool | None = None
     mm_processor_kwargs: MediaOptions | None = None
 
 
