@@ -183,3 +183,20 @@ def test_tool_choice_errors(client):
             tool_choice={"type": "function", "function": {"name": "launch"}},
             max_tokens=5,
         )
+
+
+def test_a_6000_token_conversation(client):
+    """The context is the model's own (SmolLM2: 8192 tokens), the KV cache grown to fit."""
+    turns = []
+    for i in range(30):
+        turns.append(
+            {
+                "role": "user",
+                "content": f"Fact {i}: " + " ".join(f"the number {i} is kept in box {j}." for j in range(17)),
+            }
+        )
+        turns.append({"role": "assistant", "content": f"Noted fact {i}."})
+    turns.append({"role": "user", "content": "What was fact 3 about? Answer briefly."})
+    out = client.chat.completions.create(model="vislang-default", messages=turns, max_tokens=12)
+    assert 6000 <= out.usage.prompt_tokens <= 8192 - 12
+    assert out.choices[0].message.content

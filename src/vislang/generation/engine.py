@@ -172,16 +172,22 @@ class Engine:
         self,
         model,
         max_batch: int = 8,
-        max_len: int = 1024,
+        max_len: int | None = None,
         feature_cache_bytes: int = 256 << 20,
         prefix_cache_bytes: int = 256 << 20,
         max_images: int = 8,
+        kv_budget_bytes: int | None = None,
     ):
+        """max_len: tokens a sequence may hold, prompt and answer (default: the model's context).
+        kv_budget_bytes: the most the KV cache may take. Its capacity is the longest sequence's for
+        every slot, so the budget bounds the longest sequence: a request longer is refused in `submit`."""
         self.model = model.eval()
         self.lm = model.language_model
         self.tokenizer = model.tokenizer
         self.max_batch, self.max_images = max_batch, max_images
-        self.max_len = min(max_len, self.lm.cfg.max_position_embeddings)
+        context = self.lm.cfg.max_position_embeddings
+        self.max_len = min(max_len or context, context)
+        self.kv_budget_bytes = kv_budget_bytes
         self.device = self.lm.embed_tokens.weight.device
         self.eos = set(model.default_eos())
         self._eos_ids = torch.tensor(sorted(self.eos), dtype=torch.long, device=self.device)
@@ -189,6 +195,8 @@ class Engine:
         self.features = LRUBytes(feature_cache_bytes)
         self.prefixes = LRUBytes(prefix_cache_bytes)
         self.cache = SlotCache.for_decoder(self.lm, max_batch, self.max_len)
+        if kv_budget_bytes is not None:  # growth never passes the budget
+            self.cache.limit = self._most_tokens()
         self.slots: list[_Running | None] = [None] * max_batch
         self.waiting: queue.Queue[_Prepared] = queue.Queue()
         self._ids = itertools.count()
@@ -237,6 +245,16 @@ class Engine:
                 prompt_tokens=len(ids),
                 completion_tokens=asked or 0,
             )
+        if self.kv_budget_bytes is not None and len(ids) + params.max_new_tokens > self._most_tokens():
+            most = self._most_tokens()
+            raise PromptTooLongError(
+                f"prompt of {len(ids)} tokens plus {params.max_new_tokens} new ones needs more KV memory "
+                f"than the engine's budget of {self.kv_budget_bytes} bytes allows ({most} tokens with "
+                f"{self.max_batch} slots); raise the budget or lower the batch",
+                context=most,
+                prompt_tokens=len(ids),
+                completion_tokens=params.max_new_tokens,
+            )
         constraint = None
         if params.json_schema is not None or params.json_object:
             constraint = self.grammars.json(params.json_schema)  # a bad schema fails here, in the caller
@@ -275,6 +293,7 @@ class Engine:
             while not self._stop.is_set():
                 self._admit()
                 if not any(self.slots):
+                    self.cache.shrink_if_idle()
                     self._arrived.wait(0.1)  # idle: sleep until a request arrives
                     self._arrived.clear()
                     continue
@@ -320,6 +339,11 @@ class Engine:
                 self._release(run, error=e)
                 continue
             self._start([run], logits)
+
+    def _most_tokens(self) -> int:
+        """The longest sequence the KV budget allows (every slot holds that much)."""
+        per_token = self.cache.bytes_for(1)
+        return min(self.max_len, self.kv_budget_bytes // per_token // SlotCache.BLOCK * SlotCache.BLOCK)
 
     def _start(self, runs: list[_Running], logits: torch.Tensor) -> None:
         """Sample each prefilled request's first token (logits: one row per request)."""

@@ -1,10 +1,14 @@
 """A KV cache of fixed slots, one sequence each, for continuous batching.
 
-Every slot owns [n_kv_heads, max_len, head_dim] of keys and values per layer, allocated once when
-the engine starts. Sequences keep their own lengths: a prompt is prefilled into its slot alone or
-in a padded batch whose padding never enters a slot, and a decode step writes each row's new key
-at that row's own length.
-Rows of different lengths are decoded together under a padding mask over the longest of them.
+Every slot holds [n_kv_heads, capacity, head_dim] keys and values per layer. The capacity follows
+the longest sequence in use: it starts at one block (256 positions) and grows by doubling, up to
+max_len (the model's context), only when a sequence needs more; when every slot is free it drops
+back to one block. So many short conversations cost little memory and a long one costs what it
+needs. (All slots share the capacity, which keeps one batched attention call per layer: a long
+sequence makes every slot that long. `bytes_for(n)` says what a capacity of n costs.)
+Sequences keep their own lengths: a prompt is prefilled into its slot alone or in a padded batch
+whose padding never enters a slot, and a decode step writes each row's new key at that row's own
+length. Rows of different lengths are decoded together under a padding mask over the longest.
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import torch
 
 
 class SlotCache:
+    BLOCK = 256
+
     def __init__(self, n_layers, slots, n_kv_heads, head_dim, max_len, dtype=torch.float32, device=None):
-        shape = (slots, n_kv_heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.n_layers, self.n_kv_heads, self.head_dim = n_layers, n_kv_heads, head_dim
+        self.dtype, self.device = dtype, device
         self.slots, self.max_len = slots, max_len
+        self.limit = max_len  # the largest capacity allowed (a memory budget may set it lower)
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self._allocate(min(self.BLOCK, max_len))
         self.lengths = [0] * slots  # filled positions of each slot
         self.offsets = [0] * slots  # M-RoPE: next position minus length (0 for 1D RoPE models)
         self._rows: torch.Tensor | None = None  # rows 0..n-1 of the decode step under way
@@ -32,6 +41,49 @@ class SlotCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def bytes_for(self, capacity: int) -> int:
+        """Bytes of keys and values for every slot at this capacity."""
+        per = self.n_layers * 2 * self.slots * self.n_kv_heads * self.head_dim
+        return per * capacity * torch.empty((), dtype=self.dtype).element_size()
+
+    def needed_capacity(self, positions: int) -> int:
+        """The capacity `ensure(positions)` would grow to."""
+        if positions <= self.capacity:
+            return self.capacity
+        grown = max(positions, 2 * self.capacity)
+        return max(positions, min(self.limit, -(-grown // self.BLOCK) * self.BLOCK))
+
+    def needed_capacity_for(self, positions: int) -> int:
+        """The smallest capacity (whole blocks) holding `positions`: what a sequence of that length
+        costs at the least, whatever the cache holds now."""
+        return min(self.max_len, max(self.BLOCK, -(-positions // self.BLOCK) * self.BLOCK))
+
+    def ensure(self, positions: int) -> None:
+        """Room for `positions` positions in every slot: grow (copying what is filled) if needed."""
+        if positions > min(self.max_len, max(self.limit, self.capacity)):
+            raise ValueError(f"KV cache full: {positions} positions needed, {self.limit} allowed")
+        if positions > self.capacity:
+            self._allocate(self.needed_capacity(positions))
+
+    def shrink_if_idle(self) -> None:
+        """Give the memory back once no slot holds anything."""
+        if not any(self.lengths) and self.capacity > self.BLOCK:
+            self._allocate(min(self.BLOCK, self.max_len))
+
+    def _allocate(self, capacity: int) -> None:
+        shape = (self.slots, self.n_kv_heads, capacity, self.head_dim)
+        old = list(zip(self.keys, self.values))
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.n_layers)]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.n_layers)]
+        keep = min(capacity, old[0][0].shape[2]) if old else 0
+        for (k, v), (ok, ov) in zip(zip(self.keys, self.values), old):
+            k[:, :, :keep] = ok[:, :, :keep]
+            v[:, :, :keep] = ov[:, :, :keep]
+
     # --- one decode step over rows 0..n-1 ---
 
     def begin_step(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +93,7 @@ class SlotCache:
         if int(lengths.max()) >= self.max_len:
             raise ValueError(f"a slot is full: {self.max_len} positions allocated")
         self.length = int(lengths.max())
+        self.ensure(self.length + 1)
         self._rows, self._pos = torch.arange(n), lengths
         mask = (torch.arange(self.length + 1)[None, :] <= lengths[:, None]).long()
         positions = lengths + torch.tensor(self.offsets[:n])
@@ -87,6 +140,7 @@ class SlotCache:
     def write_prefix(self, slot: int, prefix: list) -> None:
         *kv, offset = prefix
         n = kv[0][0].shape[1]
+        self.ensure(n)
         for (k, v), (pk, pv) in zip(zip(self.keys, self.values), kv):
             k[slot, :, :n] = pk
             v[slot, :, :n] = pv
@@ -118,8 +172,7 @@ class SlotView:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end, s = self.length, self.length + k.shape[2], self.slot
-        if end > self.cache.max_len:
-            raise ValueError(f"KV cache full: {end} positions needed, {self.cache.max_len} allocated")
+        self.cache.ensure(end)
         self.cache.keys[layer][s : s + 1, :, start:end] = k
         self.cache.values[layer][s : s + 1, :, start:end] = v
         return self.cache.keys[layer][s : s + 1, :, :end], self.cache.values[layer][s : s + 1, :, :end]
@@ -138,8 +191,7 @@ class SlotBatchView:
     def __init__(self, cache: SlotCache, slots: list[int], lengths: list[int]):
         self.cache, self.slots, self.lengths = cache, slots, lengths
         self.max_len = cache.max_len
-        if max(lengths) > cache.max_len:
-            raise ValueError(f"KV cache full: {max(lengths)} positions needed, {cache.max_len} allocated")
+        cache.ensure(max(lengths))
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = k.shape[2]

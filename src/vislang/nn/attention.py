@@ -6,6 +6,7 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .linear import Linear
+from .masks import CAUSAL
 from .rope import rotate
 
 
@@ -60,7 +61,7 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        """x [B, T, dim]; rope: tables from rope_for_heads; mask: additive [B, 1, T, keys]."""
+        """x [B, T, dim]; rope: tables from rope_for_heads; mask: additive [B, 1, T, keys], or CAUSAL."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
@@ -77,7 +78,9 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads
-        )
+        gqa = self.n_kv_heads != self.n_heads
+        if mask is CAUSAL:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))

@@ -42,7 +42,8 @@ class ServerSettings:
     max_body_bytes: int = 20 << 20
     max_images: int = 8
     max_batch: int = 8  # sequences decoded together by the engine
-    max_len: int = 1024  # tokens per sequence, prompt and answer
+    max_len: int | None = None  # tokens per sequence, prompt and answer; None: the model's context
+    kv_budget_bytes: int | None = 4 << 30  # the KV cache grows with use up to this
     max_tokens: int | None = None  # when a request names none; None: until the context ends
     max_n: int = 4  # choices one request may ask for
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
@@ -68,7 +69,11 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
     can_chat, can_embed = hasattr(model, "language_model"), hasattr(model, "get_text_features")
     if engine is None and can_chat:
         engine = Engine(
-            model, max_batch=settings.max_batch, max_len=settings.max_len, max_images=settings.max_images
+            model,
+            max_batch=settings.max_batch,
+            max_len=settings.max_len,
+            max_images=settings.max_images,
+            kv_budget_bytes=settings.kv_budget_bytes,
         )
     retention = Retention(settings.retain_dir, settings.retain_days) if settings.retain_dir else None
     app = FastAPI(title="vislang", docs_url=None, redoc_url=None, openapi_url=None)

@@ -43,8 +43,8 @@ def cmd_serve(args) -> int:
         max_body_bytes=args.max_body_mb << 20,
         max_images=args.max_images,
         max_batch=args.max_batch,
-        # a checkpoint that reads images at native resolution needs room: 1280 x 720 is ~1200 tokens
-        max_len=args.max_len or (1024 if args.model == "default" else 4096),
+        max_len=args.max_len,
+        kv_budget_bytes=args.kv_budget_mb << 20,
         fetch=FetchPolicy(
             allowed_domains=args.allow_url_domain, file_root=Path(args.file_root) if args.file_root else None
         ),
@@ -82,7 +82,13 @@ def add_serve_parser(subparsers) -> None:
         "--max-len",
         type=int,
         default=None,
-        help="tokens per request, prompt and answer (1024 default model, else 4096)",
+        help="tokens per request, prompt and answer (default: the model's context)",
+    )
+    serve.add_argument(
+        "--kv-budget-mb",
+        type=int,
+        default=4096,
+        help="the most memory the KV cache may take (it grows with use)",
     )
     serve.add_argument("--max-frames", type=int, default=768, help="frames one video may give (video models)")
     serve.add_argument("--allow-url-domain", action="append", default=[], help="fetch http(s) images from it")

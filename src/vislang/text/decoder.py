@@ -16,6 +16,7 @@ from ..nn import (
     build_mask,
     positions_from_mask,
 )
+from ..nn.masks import CAUSAL
 from ..nn.rope import rope_for_heads
 
 
@@ -89,7 +90,10 @@ class Decoder(nn.Module):
             attention_mask = torch.ones(B, past + T, dtype=torch.long, device=x.device)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, past:]
-        mask = build_mask(attention_mask, T, past + T, x.dtype, causal=True, window=self.cfg.window)
+        if past == 0 and self.cfg.window is None and T > 1 and bool(attention_mask.all()):
+            mask = CAUSAL  # no padding, nothing cached: SDPA's own causal kernel
+        else:
+            mask = build_mask(attention_mask, T, past + T, x.dtype, causal=True, window=self.cfg.window)
         rope = rope_for_heads(*self.rotary(position_ids, x.dtype))
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, rope, cache, i)
