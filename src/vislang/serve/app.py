@@ -1,4 +1,5 @@
-"""The OpenAI-compatible app: chat completions (streamed or not), models, health, embeddings.
+"""The OpenAI-compatible app: chat completions and responses (streamed or not), models, health,
+embeddings.
 
 Every refusal is a 4xx in OpenAI's error shape with a reason, and the process stays up. Nothing of
 a request's content (image bytes, prompt, answer) is logged or written anywhere unless retention
@@ -27,6 +28,7 @@ from ..generation.engine import Engine
 from .chat import Stream, chat_completion, chat_sse, finish_all, start_chat
 from .common import APIError, ServerSettings, check_model, describe, error_body
 from .images import ImageInputError, read_image_url
+from .responses import output_items, response_events, response_object, to_chat_request
 from .retention import Retention
 from .schema import ChatRequest, EmbeddingRequest
 
@@ -170,6 +172,26 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
         if retention:
             await run_in_threadpool(retention.store, started.messages, done[0].text)
         return chat_completion(cid, created, settings.model_name, started, done, engine.tokenizer)
+
+    @app.post("/v1/responses")
+    async def responses(request: Request):
+        if not can_chat:
+            raise APIError(400, f"model {settings.model_name} cannot answer: it is a dual encoder")
+        raw = await _read_json(request, settings.max_body_bytes)
+        try:
+            body = ChatRequest.model_validate(to_chat_request(raw))
+        except ValidationError as e:
+            raise APIError(400, "invalid request: " + describe(e)) from None
+        started = await start_chat(body, engine, settings)
+        rid = f"resp_{request.state.rid}"
+        if body.stream:
+            events = response_events(started, rid, raw, settings.model_name)
+            headers = {"Cache-Control": "no-cache"}
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        (done,) = await finish_all(started.handles, request)
+        if retention:
+            await run_in_threadpool(retention.store, started.messages, done.text)
+        return response_object(rid, raw, settings.model_name, output_items(started, done), done)
 
     if retention:
 

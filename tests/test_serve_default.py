@@ -1,5 +1,6 @@
-"""Structured output against `vislang serve` (the default model, a real tokenizer): decoding follows
-the schema, so the answer always parses, through the official client's `parse()` too."""
+"""`vislang serve` with the default model (a real tokenizer and chat template) through the official
+client: structured output (decoding follows the schema, so the answer always parses, `parse()` too),
+tool calls round trips, a 6000-token conversation, and the Responses API."""
 
 import json
 from typing import Literal
@@ -19,7 +20,7 @@ class Verdict(BaseModel):
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    work = tmp_path_factory.mktemp("structured_work")
+    work = tmp_path_factory.mktemp("default_serve_work")
     proc, base = start_server("default", work, "--weights", "int8", "--api-key", KEY)
     yield openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=120)
     proc.terminate()
@@ -200,3 +201,77 @@ def test_a_6000_token_conversation(client):
     out = client.chat.completions.create(model="vislang-default", messages=turns, max_tokens=12)
     assert 6000 <= out.usage.prompt_tokens <= 8192 - 12
     assert out.choices[0].message.content
+
+
+def scene_url():
+    import base64
+    from pathlib import Path
+
+    scene = Path(__file__).resolve().parent.parent / "src" / "vislang" / "assets" / "demo" / "scene.png"
+    return "data:image/png;base64," + base64.b64encode(scene.read_bytes()).decode()
+
+
+def test_responses_api_with_an_image(client):
+    content = [
+        {"type": "input_text", "text": "How many objects are there?"},
+        {"type": "input_image", "image_url": scene_url()},
+    ]
+    out = client.responses.create(
+        model="vislang-default",
+        instructions="Answer briefly.",
+        input=[{"role": "user", "content": content}],
+        max_output_tokens=16,
+    )
+    assert out.object == "response" and out.status in ("completed", "incomplete")
+    assert out.output_text.strip()
+    assert out.usage.input_tokens > 16 and 1 <= out.usage.output_tokens <= 16
+    assert out.usage.total_tokens == out.usage.input_tokens + out.usage.output_tokens
+
+
+def test_responses_api_streamed(client):
+    events = list(
+        client.responses.create(
+            model="vislang-default", input="Name a color.", max_output_tokens=12, stream=True, temperature=0
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed and streamed == events[-1].response.output_text
+    whole = client.responses.create(
+        model="vislang-default", input="Name a color.", max_output_tokens=12, temperature=0
+    )
+    assert whole.output_text == streamed
+
+
+def test_responses_api_structured_and_tools(client):
+    parsed = client.responses.parse(
+        model="vislang-default",
+        input="Pick a color, a count and whether you are sure.",
+        text_format=Verdict,
+        max_output_tokens=60,
+    )
+    assert isinstance(parsed.output_parsed, Verdict)
+    tool = {"type": "function", **TIME["function"]}
+    first = client.responses.create(
+        model="vislang-default",
+        input="What time is it in Oslo?",
+        tools=[tool],
+        tool_choice="required",
+        max_output_tokens=60,
+    )
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_time" and "city" in json.loads(calls[0].arguments)
+    history = [
+        {"role": "user", "content": "What time is it in Oslo?"},
+        calls[0].model_dump(exclude_none=True),
+    ]
+    history.append({"type": "function_call_output", "call_id": calls[0].call_id, "output": "14:05"})
+    final = client.responses.create(
+        model="vislang-default", input=history, tools=[tool], max_output_tokens=20
+    )
+    assert final.output_text.strip()
+    with pytest.raises(openai.BadRequestError, match="previous_response_id"):
+        client.responses.create(model="vislang-default", input="hi", previous_response_id=first.id)
