@@ -275,3 +275,24 @@ def test_responses_api_structured_and_tools(client):
     assert final.output_text.strip()
     with pytest.raises(openai.BadRequestError, match="previous_response_id"):
         client.responses.create(model="vislang-default", input="hi", previous_response_id=first.id)
+
+
+def test_langchain_structured_output_and_tools(client):
+    """LangChain's ChatOpenAI against the server, unchanged: with_structured_output and bind_tools."""
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(
+        model="vislang-default", base_url=str(client.base_url), api_key=KEY, max_tokens=60, temperature=0
+    )
+    verdict = llm.with_structured_output(Verdict).invoke("Pick a color, a count and whether you are sure.")
+    assert isinstance(verdict, Verdict)
+
+    @tool
+    def get_time(city: str) -> str:
+        """The local time in a city."""
+        return "14:05"
+
+    reply = llm.bind_tools([get_time], tool_choice="get_time").invoke("What time is it in Oslo?")
+    assert reply.tool_calls and reply.tool_calls[0]["name"] == "get_time"
+    assert isinstance(reply.tool_calls[0]["args"]["city"], str)
