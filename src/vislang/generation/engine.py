@@ -165,6 +165,23 @@ class _Running:
         self.cached = {"image_features": 0, "prefix_tokens": 0}
 
 
+def padding_groups(runs: list, waste: float = 0.25, slack: int = 64) -> list[list]:
+    """Requests to prefill together, as groups of similar length: padding a short prompt to a long
+    one's length costs the long one's compute (and a T x T mask), so a group takes a prompt only
+    while its padded size stays within `waste` (plus `slack` tokens) of its real tokens."""
+    groups: list[list] = []
+    for run in sorted(runs, key=lambda r: len(r.req.ids)):
+        group = groups[-1] if groups else None
+        if group is not None:
+            n = len(run.req.ids)  # the longest so far, since they come sorted
+            real = sum(len(r.req.ids) for r in group) + n
+            if n * (len(group) + 1) <= (1 + waste) * real + slack:
+                group.append(run)
+                continue
+        groups.append([run])
+    return groups
+
+
 class Engine:
     """Continuous batching over a ChatMixin model (the default model, LLaVA, LLaVA-NeXT)."""
 
@@ -323,14 +340,16 @@ class Engine:
             self.slots[slot] = _Running(req, slot, self.tokenizer, self.device)
             joining.append(self.slots[slot])
         fresh = [run for run in joining if self._stored_prefix(run) is None]
-        if len(fresh) > 1:
+        for group in padding_groups(fresh):
+            if len(group) < 2:
+                continue
             try:
-                logits = self._prefill_together(fresh)
+                logits = self._prefill_together(group)
             except Exception:
                 log.exception("batched prefill failed; prefilling its requests one by one")
             else:
-                joining = [run for run in joining if run not in fresh]
-                self._start(fresh, logits)
+                joining = [run for run in joining if run not in group]
+                self._start(group, logits)
         for run in joining:
             try:
                 logits = self._prefill(run)

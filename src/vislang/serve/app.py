@@ -28,6 +28,7 @@ from ..generation.engine import Engine
 from .chat import Stream, chat_completion, chat_sse, finish_all, start_chat
 from .common import APIError, ServerSettings, check_model, describe, error_body
 from .images import ImageInputError, read_image_url
+from .openapi import openapi_schema
 from .responses import output_items, response_events, response_object, to_chat_request
 from .retention import Retention
 from .schema import ChatRequest, EmbeddingRequest
@@ -120,6 +121,14 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
     async def one_model(model_id: str):
         check_model(model_id, settings)
         return _card(model, settings)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi():
+        if app.openapi_schema is None:
+            from .. import __version__
+
+            app.openapi_schema = openapi_schema(app, __version__)
+        return app.openapi_schema
 
     @app.get("/")
     async def page():

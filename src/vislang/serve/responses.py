@@ -57,14 +57,16 @@ def to_chat_request(body: dict) -> dict:
             chat[key] = body[key]
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
-    fmt = (body.get("text") or {}).get("format")
+    fmt = _object(_object(body.get("text"), "text").get("format"), "text.format") or None
     if fmt and fmt.get("type") == "json_schema":
         schema = {"name": fmt.get("name"), "schema": fmt.get("schema"), "strict": fmt.get("strict")}
         chat["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif fmt and fmt.get("type") == "json_object":
         chat["response_format"] = {"type": "json_object"}
     if body.get("tools"):
-        chat["tools"] = [_chat_tool(t) for t in body["tools"]]
+        if not isinstance(body["tools"], list):
+            raise APIError(400, "tools must be a list")
+        chat["tools"] = [_chat_tool(_object(t, "each tool")) for t in body["tools"]]
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         choice = {"type": "function", "function": {"name": choice.get("name")}}
@@ -76,9 +78,11 @@ def to_chat_request(body: dict) -> dict:
 def _content(content) -> str | list:
     if content is None or isinstance(content, str):
         return content or ""
+    if not isinstance(content, list):
+        raise APIError(400, "a message's content must be a string or a list of parts")
     parts = []
     for part in content:
-        kind = part.get("type")
+        kind = _object(part, "each content part").get("type")
         if kind in ("input_text", "output_text", "text"):
             parts.append({"type": "text", "text": part.get("text", "")})
         elif kind == "input_image":
@@ -89,6 +93,15 @@ def _content(content) -> str | list:
         else:
             raise APIError(400, f"content parts of type {kind!r} are not supported")
     return parts
+
+
+def _object(value, what: str) -> dict:
+    """value if it is a JSON object ({} for null); a 400 naming `what` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise APIError(400, f"{what} must be an object")
+    return value
 
 
 def _chat_tool(tool: dict) -> dict:
