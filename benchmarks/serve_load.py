@@ -68,7 +68,7 @@ def scene_url(i: int) -> str:
 
 
 def long_conversation(i: int, facts: int) -> list[dict]:
-    """About 15 tokens a fact: 130 facts ~ 2,000 tokens, 520 ~ 7,800."""
+    """About 16 tokens a fact: 120 facts ~ 1,950 tokens, 480 ~ 7,750."""
     text = " ".join(f"Fact {k}: box {k} of row {i} holds {k * 7 % 100} marbles." for k in range(facts))
     return [{"role": "user", "content": text + " Which box holds the most marbles?"}]
 
@@ -115,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     facts = [0] * args.requests
     for k in range(min(args.long, args.requests)):  # spread from ~2,000 to ~7,800 tokens
-        facts[k * args.requests // max(1, args.long)] = 130 + k * (390 // max(1, args.long - 1))
+        facts[k * args.requests // max(1, args.long)] = 120 + k * (360 // max(1, args.long - 1))
     with tempfile.TemporaryDirectory() as work:
         proc, base = start(args.weights, work, args.kv_budget_mb)
         try:
@@ -132,6 +132,8 @@ def main() -> int:
                 t.join()
             wall = time.perf_counter() - start_t
             peak = peak_rss_gb(proc.pid)
+            with urllib.request.urlopen(base + "/health", timeout=10) as r:
+                kv_peak = json.loads(r.read())["kv_cache_peak_bytes"] / 2**30
         finally:
             proc.terminate()
             proc.wait(10)
@@ -146,7 +148,10 @@ def main() -> int:
     )
     server_errors = sum(1 for r in results if r[3] >= 500)
     print(f"errors: {len(errors)}, 5xx: {server_errors}" + (f" (first: {errors[0]})" if errors else ""))
-    print(f"server peak memory (max RSS) {peak:.2f} GB; KV budget {args.kv_budget_mb / 1024:.2f} GB")
+    print(
+        f"server peak memory (max RSS) {peak:.2f} GB, of which KV cache at most {kv_peak:.2f} GB "
+        f"(budget {args.kv_budget_mb / 1024:.2f} GB)"
+    )
     print(f"latency p50 {p(0.5):.2f} s, p99 {p(0.99):.2f} s; wall {wall:.1f} s")
     print(f"aggregate: {tokens} completion tokens, {tokens / wall:.1f} tokens/s")
     return 1 if errors else 0

@@ -215,6 +215,7 @@ class Engine:
         if kv_budget_bytes is not None:  # growth never passes the budget
             self.cache.limit = self._most_tokens()
         self.slots: list[_Running | None] = [None] * max_batch
+        self._followers: dict[int, list[_Running]] = {}  # id(leader) -> requests sharing its prefill
         self.waiting: queue.Queue[_Prepared] = queue.Queue()
         self._ids = itertools.count()
         self._stop = threading.Event()
@@ -339,6 +340,7 @@ class Engine:
             slot = self.slots.index(None)
             self.slots[slot] = _Running(req, slot, self.tokenizer, self.device)
             joining.append(self.slots[slot])
+        joining = self._share_prefills(joining)
         fresh = [run for run in joining if self._stored_prefix(run) is None]
         for group in padding_groups(fresh):
             if len(group) < 2:
@@ -355,9 +357,26 @@ class Engine:
                 logits = self._prefill(run)
             except Exception as e:
                 log.exception("prefill failed")
+                for follower in self._followers.pop(id(run), []):
+                    self._release(follower, error=e)
                 self._release(run, error=e)
                 continue
             self._start([run], logits)
+
+    def _share_prefills(self, joining: list[_Running]) -> list[_Running]:
+        """Requests with the same prompt and images (the n choices of one request, or the same
+        question twice) are prefilled once: the others wait as followers of the first, whose KV they
+        copy. Returns the requests that still need their own prefill."""
+        leaders: dict[tuple, _Running] = {}
+        own = []
+        for run in joining:
+            key = (tuple(run.req.ids), tuple(k for k, _ in run.req.images))
+            leader = leaders.setdefault(key, run)
+            if leader is run:
+                own.append(run)
+            else:
+                self._followers.setdefault(id(leader), []).append(run)
+        return own
 
     def _most_tokens(self) -> int:
         """The longest sequence the KV budget allows (every slot holds that much)."""
@@ -365,9 +384,17 @@ class Engine:
         return min(self.max_len, self.kv_budget_bytes // per_token // SlotCache.BLOCK * SlotCache.BLOCK)
 
     def _start(self, runs: list[_Running], logits: torch.Tensor) -> None:
-        """Sample each prefilled request's first token (logits: one row per request)."""
+        """Sample each prefilled request's first token (logits: one row per request), and its
+        followers' (who get a copy of its KV first: a finished request frees its slot)."""
         now = time.perf_counter()
+        rows = []
         for i, run in enumerate(runs):
+            rows.append((run, i))
+            for follower in self._followers.pop(id(run), []):
+                self.cache.copy_slot(run.slot, follower.slot)
+                follower.cached["prefix_tokens"] = len(follower.req.ids)
+                rows.append((follower, i))
+        for run, i in rows:
             run.first_token_at = now
             try:
                 self._accept(run, self._sample(run, logits[i : i + 1]))

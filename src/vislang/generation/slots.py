@@ -26,6 +26,7 @@ class SlotCache:
         self.limit = max_len  # the largest capacity allowed (a memory budget may set it lower)
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self.peak_bytes = 0  # the most the cache has held
         self._allocate(min(self.BLOCK, max_len))
         self.lengths = [0] * slots  # filled positions of each slot
         self.offsets = [0] * slots  # M-RoPE: next position minus length (0 for 1D RoPE models)
@@ -79,6 +80,7 @@ class SlotCache:
         old = list(zip(self.keys, self.values))
         self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.n_layers)]
         self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.n_layers)]
+        self.peak_bytes = max(self.peak_bytes, self.nbytes())
         keep = min(capacity, old[0][0].shape[2]) if old else 0
         for (k, v), (ok, ov) in zip(zip(self.keys, self.values), old):
             k[:, :, :keep] = ok[:, :, :keep]
@@ -129,6 +131,14 @@ class SlotCache:
             v[dst, :, :n] = v[src, :, :n]
         self.lengths[dst], self.lengths[src] = n, 0
         self.offsets[dst], self.offsets[src] = self.offsets[src], 0
+
+    def copy_slot(self, src: int, dst: int) -> None:
+        """Give slot dst the same sequence as src (requests that share one prefill)."""
+        n = self.lengths[src]
+        for k, v in zip(self.keys, self.values):
+            k[dst, :, :n] = k[src, :, :n]
+            v[dst, :, :n] = v[src, :, :n]
+        self.lengths[dst], self.offsets[dst] = n, self.offsets[src]
 
     def read_prefix(self, slot: int, n: int) -> list:
         """Copies of the first n positions of a slot, per layer, and the slot's position offset as a

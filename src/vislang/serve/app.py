@@ -111,7 +111,12 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "busy_slots": engine.busy_slots if engine else 0}
+        if engine is None:
+            return {"status": "ok", "busy_slots": 0}
+        cache = engine.cache
+        kv = {"kv_cache_bytes": cache.nbytes(), "kv_cache_peak_bytes": cache.peak_bytes}
+        kv["kv_budget_bytes"] = engine.kv_budget_bytes
+        return {"status": "ok", "busy_slots": engine.busy_slots, **kv}
 
     @app.get("/v1/models")
     async def models():
