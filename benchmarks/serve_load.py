@@ -68,7 +68,7 @@ def scene_url(i: int) -> str:
 
 
 def long_conversation(i: int, facts: int) -> list[dict]:
-    """About 16 tokens a fact: 120 facts ~ 1,950 tokens, 480 ~ 7,750."""
+    """A fact is 19-21 tokens (more digits as k grows): 105 facts ~ 2,000 tokens, 365 ~ 7,800."""
     text = " ".join(f"Fact {k}: box {k} of row {i} holds {k * 7 % 100} marbles." for k in range(facts))
     return [{"role": "user", "content": text + " Which box holds the most marbles?"}]
 
@@ -115,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     facts = [0] * args.requests
     for k in range(min(args.long, args.requests)):  # spread from ~2,000 to ~7,800 tokens
-        facts[k * args.requests // max(1, args.long)] = 120 + k * (360 // max(1, args.long - 1))
+        facts[k * args.requests // max(1, args.long)] = 105 + k * (260 // max(1, args.long - 1))
     with tempfile.TemporaryDirectory() as work:
         proc, base = start(args.weights, work, args.kv_budget_mb)
         try:

@@ -229,9 +229,14 @@ def test_responses_api_with_an_image(client):
 
 
 def test_responses_api_streamed(client):
+    content = [
+        {"type": "input_text", "text": "Name a color."},
+        {"type": "input_image", "image_url": scene_url()},
+    ]
+    ask_it = [{"role": "user", "content": content}]
     events = list(
         client.responses.create(
-            model="vislang-default", input="Name a color.", max_output_tokens=12, stream=True, temperature=0
+            model="vislang-default", input=ask_it, max_output_tokens=12, stream=True, temperature=0
         )
     )
     kinds = [e.type for e in events]
@@ -241,7 +246,7 @@ def test_responses_api_streamed(client):
     streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert streamed and streamed == events[-1].response.output_text
     whole = client.responses.create(
-        model="vislang-default", input="Name a color.", max_output_tokens=12, temperature=0
+        model="vislang-default", input=ask_it, max_output_tokens=12, temperature=0
     )
     assert whole.output_text == streamed
 
