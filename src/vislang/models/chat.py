@@ -11,7 +11,8 @@ from ..generation import SamplingParams, generate
 from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
 from ..processing.prompt import expand_media_tokens
 from ..processing.tools import conversation_with_tools
-from .splice import splice_image_features
+from .output import ModelOutput
+from .splice import next_token_loss, splice_image_features
 
 MEDIA_OPTIONS = ("min_pixels", "max_pixels", "fps", "max_frames")
 
@@ -156,6 +157,20 @@ class ChatMixin:
         in order of appearance, at their placeholders."""
         embeds = self.language_model.embed_tokens(input_ids)
         return splice_image_features(embeds, input_ids, self.media_token_ids, image_features, prompt)
+
+    def run_language_model(
+        self, embeds, attention_mask, position_ids, cache, last_only, labels, image_features
+    ) -> ModelOutput:
+        """The decoder over spliced embeddings [B, T, D], with the training loss when labels are given."""
+        logits = self.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            last_only=last_only,
+        )
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return ModelOutput(logits=logits, loss=loss, image_features=image_features)
 
     def build_prompt(self, messages: list[dict]) -> tuple[list[int], dict]:
         """Token ids of the rendered conversation and the image inputs that go with them."""

@@ -13,7 +13,6 @@ from ..vision import VisionTransformer
 from .chat import ChatMixin
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
-from .splice import next_token_loss
 
 
 class Llava(ChatMixin, PretrainedMixin, nn.Module):
@@ -69,12 +68,5 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
         if image_features is None and pixel_values is not None and pixel_values.numel() > 0:
             image_features = self.image_features(pixel_values, image_sizes)
         embeds = self.embed(input_ids, image_features, prompt=cache is None or cache.length == 0)
-        logits = self.language_model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            last_only=last_only,
-        )
-        loss = None if labels is None else next_token_loss(logits, labels)
-        return ModelOutput(logits=logits, loss=loss, image_features=image_features)
+        lm_inputs = (embeds, attention_mask, position_ids, cache, last_only)
+        return self.run_language_model(*lm_inputs, labels, image_features)

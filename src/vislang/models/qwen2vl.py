@@ -24,7 +24,7 @@ from .chat import ChatMixin, Media, concat_inputs
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
 from .qwen2vl_positions import rope_index
-from .splice import next_token_loss, splice_image_features
+from .splice import splice_image_features
 
 
 class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
@@ -220,15 +220,8 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
             position_ids = self.positions(
                 input_ids, attention_mask, image_grid_thw, video_grid_thw, second_per_grid_ts, cache
             )
-        logits = self.language_model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            last_only=last_only,
-        )
-        loss = None if labels is None else next_token_loss(logits, labels)
-        return ModelOutput(logits=logits, loss=loss, image_features=features)
+        lm_inputs = (embeds, attention_mask, position_ids, cache, last_only)
+        return self.run_language_model(*lm_inputs, labels, features)
 
 
 class _OffsetSink:
