@@ -132,3 +132,42 @@ def test_prefill_runs_on_fp32_weights_and_decode_on_reduced_ones(fmt):
         got = dec(input_ids=step)
     assert not torch.equal(got, ref_step)  # one row: the reduced weights
     assert float((got - ref_step).abs().max()) <= 0.05 * float(ref_step.abs().max())
+
+
+def test_every_prefill_runs_the_fp32_weights_however_short():
+    """A call under prefill() takes the fp32 path even with few rows (the tail after a cached
+    prefix); outside it, a few rows are a decode step on the reduced weights."""
+    from vislang.generation.quantize import prefill
+
+    torch.manual_seed(0)
+    fp32 = nn.Linear(64, 32)
+    layer = Int8Linear(fp32, prefill_fp32=True)
+    x = torch.randn(1, 3, 64)
+    with torch.no_grad():
+        exact = nn.functional.linear(x, fp32.weight, fp32.bias)
+        with prefill():
+            assert torch.allclose(layer(x), exact, atol=1e-5)
+        assert not torch.allclose(layer(x), exact, atol=1e-5)
+
+
+def test_a_repeated_image_answers_as_the_first_time():
+    """The default model on int8 weights: the second ask reuses the prefix (its few-token tail is a
+    prefill too) and answers exactly as the first."""
+    from pathlib import Path
+
+    import vislang
+    from vislang.generation.engine import Engine
+
+    model = vislang.load(weights="int8", fuse=True)
+    scene = (Path(__file__).resolve().parent.parent / "src/vislang/assets/demo/scene.png").read_bytes()
+    msgs = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Name a color."}, {"type": "image", "image": scene}],
+        }
+    ]
+    alone = model.chat(msgs, max_new_tokens=8).token_ids
+    with Engine(model, max_batch=2) as engine:
+        first, again = engine.generate(msgs, max_new_tokens=8), engine.generate(msgs, max_new_tokens=8)
+    assert again.cached["prefix_tokens"] > 0
+    assert first.token_ids == again.token_ids == alone

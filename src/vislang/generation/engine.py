@@ -30,6 +30,7 @@ from ..models.chat import split_messages
 from .caches import LRUBytes, media_key, prefix_key
 from .detokenize import IncrementalDetokenizer, StopStrings
 from .grammar import Constraint, Grammars
+from .quantize import prefill
 from .sampling import SamplingParams, next_token, penalize_repetition, token_logprobs
 from .slots import SlotCache
 from .threads import release_idle_workers, single_threaded
@@ -433,6 +434,10 @@ class Engine:
         return self.prefixes.get(run.req.prefix_key)
 
     def _prefill(self, run: _Running) -> torch.Tensor:
+        with prefill():  # a prefill, however short its tail: the fp32 weights of reduced layers
+            return self._prefill_one(run)
+
+    def _prefill_one(self, run: _Running) -> torch.Tensor:
         ids, view = run.req.ids, self.cache.view(run.slot)
         self.cache.free(run.slot)
         prefix, pkey = run.req.prefix, run.req.prefix_key
@@ -453,6 +458,10 @@ class Engine:
         return logits[:, -1]
 
     def _prefill_together(self, runs: list[_Running]) -> torch.Tensor:
+        with prefill():
+            return self._prefill_batch(runs)
+
+    def _prefill_batch(self, runs: list[_Running]) -> torch.Tensor:
         """Prefill several prompts as one left-padded batch; each slot receives its real tokens."""
         lengths = [len(run.req.ids) for run in runs]
         T = max(lengths)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .quantize import prefill
 from .sampling import SamplingParams, next_token, penalize_repetition
 
 
@@ -41,9 +42,10 @@ def generate(
         generator = torch.Generator(device=input_ids.device).manual_seed(params.seed)
 
     cache = model.new_cache(B, T + params.max_new_tokens)
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, cache=cache, last_only=True, **model_inputs
-    ).logits
+    with prefill():
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, cache=cache, last_only=True, **model_inputs
+        ).logits
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     # tokens the repetition penalty sees: the prompt (padding stands in as the row's last token)
     seen = torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:])

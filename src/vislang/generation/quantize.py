@@ -15,13 +15,17 @@ fp32, 4 with lm_head and prefill kept fp32):
   embedding table, which stays fp32 anyway.
 - prefill (`prefill_fp32`): it is compute-bound, so fewer weight bytes buy
 nothing there, while rounding the prompt's activations (image tokens above all) to bf16 changes the
-first answer token, which for a short answer is the answer. Calls with more than PREFILL_ROWS rows
-are a prefill; decoding a batch of up to PREFILL_ROWS sequences uses the reduced weights. The cost
+first answer token, which for a short answer is the answer. Every call under `prefill()` (what
+generate and the engine wrap their prefills in, however short: the tail after a cached prefix is a
+few tokens) and every call with more than PREFILL_ROWS rows uses the fp32 weights; decoding a batch of
+up to PREFILL_ROWS sequences uses the reduced weights. The cost
 is memory: the fp32 weights are kept beside the reduced ones.
 """
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -32,6 +36,18 @@ from ..nn.linear import ONEDNN, Linear, PackedLinear, fast_linear
 
 FORMATS = ("fp32", "bf16", "int8", "int8-full")
 PREFILL_ROWS = 16
+_PREFILLING = threading.local()  # per thread: the engine's model thread, a caller's generate
+
+
+@contextmanager
+def prefill():
+    """Calls inside run the fp32 weights of reduced layers that keep them (a prompt, not a decode step)."""
+    before = getattr(_PREFILLING, "on", False)
+    _PREFILLING.on = True
+    try:
+        yield
+    finally:
+        _PREFILLING.on = before
 
 
 class ReducedLinear(nn.Module):
@@ -50,7 +66,9 @@ class ReducedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if self.fp32_weight is not None and flat.shape[0] > PREFILL_ROWS:
+        if self.fp32_weight is not None and (
+            flat.shape[0] > PREFILL_ROWS or getattr(_PREFILLING, "on", False)
+        ):
             y = fast_linear(flat, self.fp32_weight.to(x.dtype))
         else:
             y = self.reduced(flat).to(x.dtype)
