@@ -56,3 +56,15 @@ def test_a_budget_bounds_the_longest_sequence(model):
         long = engine.submit(conversation(250), max_new_tokens=200, min_new_tokens=200)  # up to ~480
         assert len(long.result(120).token_ids) == 200
         assert engine.cache.capacity <= 512 and engine.cache.nbytes() <= budget
+
+
+def test_max_new_tokens_omitted_runs_to_the_budgets_end(model):
+    """Omitted max_new_tokens means up to the longest sequence the budget allows, not the context
+    (which the budget would refuse)."""
+    per_token = SlotCache.for_decoder(model.language_model, 2, 1024).bytes_for(1)
+    with Engine(model, max_batch=2, kv_budget_bytes=per_token * 512) as engine:
+        assert engine.token_limit == 512 < engine.max_len
+        handle = engine.submit(conversation(20), max_new_tokens=None)
+        done = handle.result(120)
+        assert len(done.token_ids) + done.usage["prompt_tokens"] <= 512
+        assert handle.params.max_new_tokens == 512 - done.usage["prompt_tokens"]

@@ -74,7 +74,7 @@ def _load(path, dtype):
     model.chat_template = load_chat_template(path)
     if (path / "generation_config.json").is_file():  # e.g. Qwen2-VL also stops at <|endoftext|>
         eos = json.loads((path / "generation_config.json").read_text()).get("eos_token_id")
-        model.generation_eos = [eos] if isinstance(eos, int) else list(eos or [])
+        model.generation_eos = (eos,) if isinstance(eos, int) else tuple(eos or ())
     settings = None
     if (path / "preprocessor_config.json").is_file():
         settings = json.loads((path / "preprocessor_config.json").read_text())

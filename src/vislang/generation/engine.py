@@ -213,8 +213,13 @@ class Engine:
         self.features = LRUBytes(feature_cache_bytes)
         self.prefixes = LRUBytes(prefix_cache_bytes)
         self.cache = SlotCache.for_decoder(self.lm, max_batch, self.max_len)
-        if kv_budget_bytes is not None:  # growth never passes the budget
-            self.cache.limit = self._most_tokens()
+        # the longest sequence allowed: the context, or less where the KV budget says so (every slot
+        # holds as many positions as the longest, so the budget bounds that length)
+        self.token_limit = self.max_len
+        if kv_budget_bytes is not None:
+            per_block = self.cache.bytes_for(SlotCache.BLOCK)
+            self.token_limit = min(self.max_len, kv_budget_bytes // per_block * SlotCache.BLOCK)
+        self.cache.limit = self.token_limit  # growth never passes it
         self.slots: list[_Running | None] = [None] * max_batch
         self._followers: dict[int, list[_Running]] = {}  # id(leader) -> requests sharing its prefill
         self.waiting: queue.Queue[_Prepared] = queue.Queue()
@@ -253,24 +258,15 @@ class Engine:
                 images.append((media_key(item, inputs), inputs))
                 counts.append(count)
         ids = self.model.prompt_ids(clean, counts, tools=tools)
-        asked = params.max_new_tokens
-        if asked is None:  # until the context ends
-            params = dataclasses.replace(params, max_new_tokens=max(0, self.max_len - len(ids)))
-        if len(ids) + (asked or 0) > self.max_len or (asked is None and len(ids) >= self.max_len):
+        if params.max_new_tokens is None:  # until the context (or the KV budget) ends
+            params = dataclasses.replace(params, max_new_tokens=max(0, self.token_limit - len(ids)))
+        if len(ids) + params.max_new_tokens > self.token_limit or len(ids) >= self.token_limit:
+            limit = f"the engine's {self.token_limit}-token context"
+            if self.token_limit < self.max_len:
+                limit += f" (what a KV budget of {self.kv_budget_bytes} bytes allows {self.max_batch} slots)"
             raise PromptTooLongError(
-                f"prompt of {len(ids)} tokens plus {asked or 0} new ones exceeds "
-                f"the engine's {self.max_len}-token context",
-                context=self.max_len,
-                prompt_tokens=len(ids),
-                completion_tokens=asked or 0,
-            )
-        if self.kv_budget_bytes is not None and len(ids) + params.max_new_tokens > self._most_tokens():
-            most = self._most_tokens()
-            raise PromptTooLongError(
-                f"prompt of {len(ids)} tokens plus {params.max_new_tokens} new ones needs more KV memory "
-                f"than the engine's budget of {self.kv_budget_bytes} bytes allows ({most} tokens with "
-                f"{self.max_batch} slots); raise the budget or lower the batch",
-                context=most,
+                f"prompt of {len(ids)} tokens plus {params.max_new_tokens} new ones exceeds {limit}",
+                context=self.token_limit,
                 prompt_tokens=len(ids),
                 completion_tokens=params.max_new_tokens,
             )
@@ -342,27 +338,28 @@ class Engine:
             self.slots[slot] = _Running(req, slot, self.tokenizer, self.device)
             joining.append(self.slots[slot])
         joining = self._share_prefills(joining)
-        fresh = [run for run in joining if self._stored_prefix(run) is None]
-        for group in padding_groups(fresh):
-            if len(group) < 2:
-                continue
-            try:
-                logits = self._prefill_together(group)
-            except Exception:
-                log.exception("batched prefill failed; prefilling its requests one by one")
-            else:
-                joining = [run for run in joining if run not in group]
-                self._start(group, logits)
-        for run in joining:
-            try:
-                logits = self._prefill(run)
-            except Exception as e:
-                log.exception("prefill failed")
-                for follower in self._followers.pop(id(run), []):
-                    self._release(follower, error=e)
-                self._release(run, error=e)
-                continue
-            self._start([run], logits)
+        with prefill():  # however short (a tail after a cached prefix): reduced layers' fp32 weights
+            fresh = [run for run in joining if self._stored_prefix(run) is None]
+            for group in padding_groups(fresh):
+                if len(group) < 2:
+                    continue
+                try:
+                    logits = self._prefill_together(group)
+                except Exception:
+                    log.exception("batched prefill failed; prefilling its requests one by one")
+                else:
+                    joining = [run for run in joining if run not in group]
+                    self._start(group, logits)
+            for run in joining:
+                try:
+                    logits = self._prefill(run)
+                except Exception as e:
+                    log.exception("prefill failed")
+                    for follower in self._followers.pop(id(run), []):
+                        self._release(follower, error=e)
+                    self._release(run, error=e)
+                    continue
+                self._start([run], logits)
 
     def _share_prefills(self, joining: list[_Running]) -> list[_Running]:
         """Requests with the same prompt and images (the n choices of one request, or the same
@@ -378,11 +375,6 @@ class Engine:
             else:
                 self._followers.setdefault(id(leader), []).append(run)
         return own
-
-    def _most_tokens(self) -> int:
-        """The longest sequence the KV budget allows (every slot holds that much)."""
-        per_token = self.cache.bytes_for(1)
-        return min(self.max_len, self.kv_budget_bytes // per_token // SlotCache.BLOCK * SlotCache.BLOCK)
 
     def _start(self, runs: list[_Running], logits: torch.Tensor) -> None:
         """Sample each prefilled request's first token (logits: one row per request), and its
@@ -434,10 +426,6 @@ class Engine:
         return self.prefixes.get(run.req.prefix_key)
 
     def _prefill(self, run: _Running) -> torch.Tensor:
-        with prefill():  # a prefill, however short its tail: the fp32 weights of reduced layers
-            return self._prefill_one(run)
-
-    def _prefill_one(self, run: _Running) -> torch.Tensor:
         ids, view = run.req.ids, self.cache.view(run.slot)
         self.cache.free(run.slot)
         prefix, pkey = run.req.prefix, run.req.prefix_key
@@ -458,10 +446,6 @@ class Engine:
         return logits[:, -1]
 
     def _prefill_together(self, runs: list[_Running]) -> torch.Tensor:
-        with prefill():
-            return self._prefill_batch(runs)
-
-    def _prefill_batch(self, runs: list[_Running]) -> torch.Tensor:
         """Prefill several prompts as one left-padded batch; each slot receives its real tokens."""
         lengths = [len(run.req.ids) for run in runs]
         T = max(lengths)

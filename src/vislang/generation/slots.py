@@ -58,14 +58,9 @@ class SlotCache:
         grown = max(positions, 2 * self.capacity)
         return max(positions, min(self.limit, -(-grown // self.BLOCK) * self.BLOCK))
 
-    def needed_capacity_for(self, positions: int) -> int:
-        """The smallest capacity (whole blocks) holding `positions`: what a sequence of that length
-        costs at the least, whatever the cache holds now."""
-        return min(self.max_len, max(self.BLOCK, -(-positions // self.BLOCK) * self.BLOCK))
-
     def ensure(self, positions: int) -> None:
         """Room for `positions` positions in every slot: grow (copying what is filled) if needed."""
-        if positions > min(self.max_len, max(self.limit, self.capacity)):
+        if positions > max(self.limit, self.capacity):
             raise ValueError(f"KV cache full: {positions} positions needed, {self.limit} allowed")
         if positions > self.capacity:
             self._allocate(self.needed_capacity(positions))
@@ -125,12 +120,8 @@ class SlotCache:
 
     def move(self, src: int, dst: int) -> None:
         """Relocate a sequence to another (free) slot: what keeps the busy slots in rows 0..n-1."""
-        n = self.lengths[src]
-        for k, v in zip(self.keys, self.values):
-            k[dst, :, :n] = k[src, :, :n]
-            v[dst, :, :n] = v[src, :, :n]
-        self.lengths[dst], self.lengths[src] = n, 0
-        self.offsets[dst], self.offsets[src] = self.offsets[src], 0
+        self.copy_slot(src, dst)
+        self.free(src)
 
     def copy_slot(self, src: int, dst: int) -> None:
         """Give slot dst the same sequence as src (requests that share one prefill)."""

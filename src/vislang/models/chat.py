@@ -8,7 +8,7 @@ import torch
 
 from ..errors import PromptTooLongError, VislangError
 from ..generation import SamplingParams, generate
-from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, expand_image_tokens, load_image, render_chat
+from ..processing import LLAVA_FALLBACK_CHAT_TEMPLATE, load_image, render_chat
 from ..processing.prompt import expand_media_tokens
 from ..processing.tools import conversation_with_tools
 from .output import ModelOutput
@@ -85,6 +85,10 @@ class ChatMixin:
     """Needs: `language_model` (a Decoder), `tokenizer`, `chat_template`, `image_token_id`,
     and `prepare_images(list[PIL.Image]) -> (model inputs, per-image token counts)`."""
 
+    fallback_chat_template = LLAVA_FALLBACK_CHAT_TEMPLATE  # for a folder that ships none
+    generation_eos: tuple[int, ...] = ()  # generation_config.json's end tokens, when the folder has one
+    video_token_id: int | None = None
+
     def new_cache(self, batch: int, max_len: int):
         return self.language_model.new_cache(batch, max_len)
 
@@ -94,7 +98,7 @@ class ChatMixin:
         ids += [eos] if isinstance(eos, int) else list(eos or [])
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             ids.append(self.tokenizer.eos_token_id)
-        ids += getattr(self, "generation_eos", [])  # generation_config.json's, when the folder has one
+        ids += self.generation_eos
         return sorted(set(ids))
 
     def generate(
@@ -134,8 +138,6 @@ class ChatMixin:
         return generate(self, input_ids, attention_mask, params, eos, pad_token_id, **extra)
 
     # --- media: what a model that reads videos or per-image settings overrides ---
-
-    video_token_id: int | None = None
 
     def load_media(self, media: Media) -> Media:
         """The media decoded (an RGB PIL image), checked before anything runs."""
@@ -188,12 +190,15 @@ class ChatMixin:
         if self.tokenizer is None:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         tok = self.tokenizer
-        template = self.chat_template or getattr(self, "fallback_chat_template", LLAVA_FALLBACK_CHAT_TEMPLATE)
+        template = self.chat_template or self.fallback_chat_template
         clean_messages, tools = conversation_with_tools(clean_messages, tools, template)
         specials = tok.special_tokens
         text = render_chat(
             template, clean_messages, add_generation_prompt=True, special_tokens=specials, tools=tools
         )
+        placeholder = {"image": tok.id_to_token(self.image_token_id)}
+        if self.video_token_id is not None:
+            placeholder["video"] = tok.id_to_token(self.video_token_id)
         kinds = [
             p["type"]
             for m in clean_messages
@@ -201,12 +206,8 @@ class ChatMixin:
             for p in m.get("content") or []
             if p.get("type") in ("image", "video")
         ]
-        if "video" in kinds:
-            placeholder = {"image": tok.id_to_token(self.image_token_id)}
-            placeholder["video"] = tok.id_to_token(self.video_token_id)
-            text = expand_media_tokens(text, [placeholder[k] for k in kinds], image_token_counts)
-        else:
-            text = expand_image_tokens(text, tok.id_to_token(self.image_token_id), image_token_counts)
+        expected = [placeholder[k] for k in kinds]
+        text = expand_media_tokens(text, expected, image_token_counts, known=list(placeholder.values()))
         # a template that writes BOS itself must not get a second one from the tokenizer
         bos = tok.special_tokens.get("bos_token")
         return tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))

@@ -29,6 +29,7 @@ from .splice import splice_image_features
 
 class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
     fallback_chat_template = QWEN2VL_FALLBACK_CHAT_TEMPLATE  # for a folder that ships none
+    video_transform = None  # set by vislang.load when the folder has video settings of its own
 
     def __init__(self, cfg: Qwen2VLConfig):
         super().__init__()
@@ -111,11 +112,8 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
             if m.kind == "image":
                 inputs, (count,) = self.prepare_images([m.source], **size)
             else:
-                video = m.source
-                transform = getattr(self, "video_transform", None) or self.image_transform
-                inputs = transform.videos([video.frames], **size)
-                tp = self.cfg.vision_config.temporal_patch_size
-                inputs["second_per_grid_ts"] = torch.tensor([video.seconds_per_grid(tp)], dtype=torch.float32)
+                # a Video knows its sampled rate: the transform adds second_per_grid_ts from it
+                inputs = (self.video_transform or self.image_transform).videos([m.source], **size)
                 count = self.num_tokens(inputs["video_grid_thw"][0])
             parts.append(inputs)
             counts.append(count)
@@ -124,7 +122,7 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
     def save_pretrained(self, path, max_shard_bytes: int = 5 * 2**30) -> None:
         """As PretrainedMixin, plus the video settings when they differ from the images'."""
         super().save_pretrained(path, max_shard_bytes)
-        video = getattr(self, "video_transform", None)
+        video = self.video_transform
         if video is not None and self.image_transform is not None and video != self.image_transform:
             text = json.dumps(video.to_dict(), indent=2)
             (Path(path) / "video_preprocessor_config.json").write_text(text)
@@ -172,14 +170,6 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
             cache.offsets = offsets
         return positions
 
-    def rope_offset(self, ids: list[int], inputs: dict) -> int:
-        """The position offset of one prompt (next position minus token count)."""
-        keys = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
-        grids = {k: inputs.get(k) for k in keys}
-        cache = _OffsetSink()
-        self.positions(torch.tensor([ids]), None, *grids.values(), cache=cache)
-        return int(cache.offsets[0])
-
     # --- forward ---
 
     def forward(
@@ -222,10 +212,3 @@ class Qwen2VL(ChatMixin, PretrainedMixin, nn.Module):
             )
         lm_inputs = (embeds, attention_mask, position_ids, cache, last_only)
         return self.run_language_model(*lm_inputs, labels, features)
-
-
-class _OffsetSink:
-    """Stands in for a cache to catch the offsets `positions` computes."""
-
-    length = 0
-    offsets = None

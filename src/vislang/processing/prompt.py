@@ -27,13 +27,7 @@ def expand_image_tokens(text: str, image_token: str, counts: Sequence[int]) -> s
     """Replace the i-th `image_token` in `text` with `counts[i]` copies of it."""
     if not image_token:
         raise ValueError("image_token must be a non-empty string")
-    pieces = text.split(image_token)
-    _check_counts(len(pieces) - 1, counts, repr(image_token))
-    out = [pieces[0]]
-    for count, piece in zip(counts, pieces[1:]):
-        out.append(image_token * count)
-        out.append(piece)
-    return "".join(out)
+    return expand_media_tokens(text, [image_token] * len(counts), counts, known=[image_token])
 
 
 def expand_image_token_ids(ids: Sequence[int], image_token_id: int, counts: Sequence[int]) -> list[int]:
@@ -50,20 +44,24 @@ def expand_image_token_ids(ids: Sequence[int], image_token_id: int, counts: Sequ
     return out
 
 
-def expand_media_tokens(text: str, placeholders: Sequence[str], counts: Sequence[int]) -> str:
-    """Replace the i-th media placeholder in `text` (any of the distinct `placeholders`, which name the
-    expected one for each medium in order, e.g. an image pad then a video pad) with counts[i] copies."""
+def expand_media_tokens(
+    text: str, placeholders: Sequence[str], counts: Sequence[int], known: Sequence[str] = ()
+) -> str:
+    """Replace the i-th media placeholder in `text` with counts[i] copies of it. `placeholders` names
+    the one each medium expects, in order (e.g. an image pad then a video pad); `known` lists every
+    placeholder the model has, so one written in the text without a medium is caught too."""
     if len(placeholders) != len(counts):
         raise ValueError(f"{len(placeholders)} placeholders but {len(counts)} counts")
-    pattern = "|".join(re.escape(p) for p in sorted(set(placeholders), key=len, reverse=True))
-    found = re.findall(pattern, text) if placeholders else []
-    _check_counts(len(found), counts, "media")
-    if list(found) != list(placeholders):
+    tokens = sorted(set(placeholders) | set(known), key=len, reverse=True)
+    pattern = "|".join(re.escape(p) for p in tokens)
+    found = re.findall(pattern, text) if tokens else []
+    _check_counts(len(found), counts, " or ".join(repr(t) for t in tokens) or "media")
+    if found != list(placeholders):
         raise ImageTokenMismatchError(
             f"the prompt's media placeholders come in the order {found}, "
             f"the media in the order {list(placeholders)}"
         )
-    pieces = re.split(pattern, text)
+    pieces = re.split(pattern, text) if tokens else [text]
     out = [pieces[0]]
     for token, count, piece in zip(placeholders, counts, pieces[1:]):
         out.append(token * count)

@@ -177,9 +177,8 @@ def create_app(model, settings: ServerSettings | None = None, engine: Engine | N
         cid, created = f"chatcmpl-{request.state.rid}", int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            spec = Stream(cid, created, settings.model_name, include_usage, started.want_logprobs)
-            spec.with_tools, spec.constrained = started.tools is not None, started.constrained
-            stream = chat_sse(started.handles, spec, engine, retention, started.messages)
+            spec = Stream(cid, created, settings.model_name, include_usage)
+            stream = chat_sse(started, spec, engine, retention)
             headers = {"Cache-Control": "no-cache"}
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
         done = await finish_all(started.handles, request)

@@ -33,7 +33,7 @@ async def start_chat(body: ChatRequest, engine, settings: ServerSettings) -> Sta
     n = body.n or 1
     if n > settings.max_n:
         raise APIError(400, f"n={n} is over this server's limit of {settings.max_n} choices")
-    messages, _ = await run_in_threadpool(to_messages, body, settings)
+    messages = await run_in_threadpool(to_messages, body, settings)
     params = sampling(body, settings)
     tools, call_required = tool_settings(body)
     if call_required is not None:
@@ -101,7 +101,7 @@ def chat_completion(cid: str, created: int, model_name: str, started: Started, d
     }
 
 
-def to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict], int]:
+def to_messages(body: ChatRequest, settings: ServerSettings) -> list[dict]:
     """OpenAI messages -> vislang messages, with each image_url and video_url read into bytes (never
     to disk); mm_processor_kwargs go to every image and video part."""
     images = sum(
@@ -141,7 +141,7 @@ def to_messages(body: ChatRequest, settings: ServerSettings) -> tuple[list[dict]
             else:
                 parts.append({"type": "text", "text": p.text})
         out.append({"role": role, "content": parts, **extra})
-    return out, images
+    return out
 
 
 def sampling(body: ChatRequest, settings: ServerSettings) -> SamplingParams:
@@ -239,18 +239,15 @@ def to_logprobs(entries: list[dict] | None, tokenizer) -> dict:
 
 @dataclass
 class Stream:
-    """What every chunk of one streamed response carries, and how its answers are read."""
+    """What every chunk of one streamed response carries."""
 
     cid: str
     created: int
     model_name: str
     include_usage: bool
-    want_logprobs: bool
-    with_tools: bool = False  # tools offered: an answer is text or tool calls, read whole
-    constrained: bool = False  # a call was required: the answer is the JSON list of calls
 
 
-async def chat_sse(handles, spec: Stream, engine, retention, messages):
+async def chat_sse(started: Started, spec: Stream, engine, retention):
     """Server-sent chunks, one choice after the other (each chunk names its choice's index). With tools
     offered, an answer is read whole first: it is either text or tool calls, sent as OpenAI sends them
     (a first delta with the call's id and name, then its arguments)."""
@@ -265,41 +262,38 @@ async def chat_sse(handles, spec: Stream, engine, retention, messages):
         }
         if usage is None:
             choice = {"index": index, "delta": delta, "finish_reason": finish}
-            choice["logprobs"] = logprobs if spec.want_logprobs else None
+            choice["logprobs"] = logprobs if started.want_logprobs else None
             chunk["choices"] = [choice]
         else:
             chunk["usage"] = usage
         return f"data: {json.dumps(chunk)}\n\n"
 
     def fresh_logprobs(handle, sent: int) -> tuple[dict | None, int]:
-        if not spec.want_logprobs:
+        if not started.want_logprobs:
             return None, sent
         entries = handle.token_logprobs[sent:]
         return to_logprobs(entries, engine.tokenizer), sent + len(entries)
 
     try:
         done = []
-        for index, handle in enumerate(handles):
+        for index, handle in enumerate(started.handles):
             sent = 0
             yield event({"role": "assistant", "content": ""}, index)
-            if spec.with_tools:
+            if started.tools is not None:
                 async for _ in handle:
                     pass
                 result = handle.result()
-                text, calls = parse_calls(result.text, spec.constrained)
+                text, calls, finish = read_answer(started, result)
                 logprobs, sent = fresh_logprobs(handle, sent)
                 if text:
                     yield event({"content": text}, index, logprobs=logprobs)
                 for k, call in enumerate(calls):
-                    head = {
-                        **call,
-                        "index": k,
-                        "function": {"name": call["function"]["name"], "arguments": ""},
-                    }
+                    name = call["function"]["name"]
+                    head = {**call, "index": k, "function": {"name": name, "arguments": ""}}
                     yield event({"tool_calls": [head]}, index)
                     args = {"index": k, "function": {"arguments": call["function"]["arguments"]}}
                     yield event({"tool_calls": [args]}, index)
-                yield event({}, index, finish="tool_calls" if calls else finish_reason(result))
+                yield event({}, index, finish=finish)
                 done.append(result)
                 continue
             async for delta in handle:
@@ -313,9 +307,9 @@ async def chat_sse(handles, spec: Stream, engine, retention, messages):
             yield event({}, usage=total_usage(done))
         yield "data: [DONE]\n\n"
         if retention:
-            await run_in_threadpool(retention.store, messages, done[0].text)
+            await run_in_threadpool(retention.store, started.messages, done[0].text)
     except VislangError as e:
         yield f"data: {json.dumps(error_body(str(e), 'server_error'))}\n\n"
     finally:
-        for handle in handles:
+        for handle in started.handles:
             handle.cancel()  # the client left mid-stream: free the slots
