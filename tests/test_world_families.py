@@ -97,7 +97,8 @@ def recompute_change(before: list[dict], after: list[dict], w: int, h: int) -> s
     """The answer, from the two object lists alone."""
     if len(after) == len(before) + 1:
         assert [look(o) for o in after[:-1]] == [look(o) for o in before]
-        return f"a {after[-1]['color']} {after[-1]['shape']} was added"
+        color = after[-1]["color"]
+        return f"{'an' if color[0] in 'aeiou' else 'a'} {color} {after[-1]['shape']} was added"  # v2 article
     if len(after) == len(before) - 1:
         (gone,) = [o for o in before if look(o) not in {look(p) for p in after}]
         assert sum(o["color"] == gone["color"] and o["shape"] == gone["shape"] for o in before) == 1
@@ -184,7 +185,9 @@ def test_video_answers_follow_the_positions(videos):
         else:
             ref = re.fullmatch(r"Which direction is (the .+) moving\?", s.question).group(1)
             i = s.meta["asked"]
-            words = ref.split()[1:]
+            # "the {color} object" names a colour alone; movers are never referred to by region
+            words = [v for v in ref.split()[1:] if v != "object"]
+            assert "at" not in words and "in" not in words, ref
             fits = [
                 k
                 for k, o in enumerate(s.objects)

@@ -68,11 +68,18 @@ REGIONS = ["top left", "top", "top right", "left", "center", "right", "bottom le
 
 
 def template_regex(template: str) -> re.Pattern:
+    """A template as a regex; v2: the article before a field may be "a" or "an" (checked apart)."""
     parts = [
-        re.escape(lit) + ("(.+?)" if name is not None else "")
+        re.escape(lit).replace(r"\ a\ ", r" an?\ ") + ("(.+?)" if name is not None else "")
         for lit, name, _, _ in string.Formatter().parse(template)
     ]
     return re.compile("".join(parts) + r"\Z")
+
+
+def articles_right(text: str) -> bool:
+    """v2: "an" before a vowel, "a" before anything else."""
+    pairs = re.findall(r"\b(an?) (\w)", text, flags=re.IGNORECASE)
+    return all((a.lower() == "an") == (c.lower() in "aeiou") for a, c in pairs)
 
 
 def region(o: dict, w: int, h: int) -> str:
@@ -81,11 +88,34 @@ def region(o: dict, w: int, h: int) -> str:
     return REGIONS[3 * row + col]
 
 
-def matches(ref: str, o: dict) -> bool:
-    words = ref.split()
-    assert words[0] == "the" and 2 <= len(words) <= 4, ref
-    wanted = dict(zip(("size", "color", "shape")[4 - len(words) :], words[1:]))
-    return all(o[k] == v for k, v in wanted.items())
+def spec_expressions(o: dict, w: int, h: int) -> list[tuple[str, set[str]]]:
+    """World-spec v2's referring expressions of an object, each with the attributes it names."""
+    where = region(o, w, h)
+    place = "in the center" if where == "center" else f"at the {where}"
+    return [
+        (f"the {o['shape']}", {"shape"}),
+        (f"the {o['color']} object", {"color"}),
+        (f"the {o['color']} {o['shape']}", {"color", "shape"}),
+        (f"the {o['size']} {o['color']} {o['shape']}", {"size", "color", "shape"}),
+        (f"the object {place}", {"region"}),
+    ]
+
+
+def matches(ref: str, o: dict, w: int, h: int) -> bool:
+    return ref in [text for text, _ in spec_expressions(o, w, h)]
+
+
+# the attribute a question asks for, never named by its references (v2); pair questions follow their probes
+ASKS_FOR = {
+    "color": {"color"},
+    "shape": {"shape"},
+    "size": {"size"},
+    "where": {"region"},
+    "ground": {"region"},
+    "left_of": {"region"},
+    "above": {"region"},
+    "same_color": {"color"},
+}
 
 
 def gen(n: int, split: str = "train", seed: int = 0, **cfg) -> list:
@@ -208,7 +238,7 @@ def test_perception_answers(pool):
     for s in pool:
         objs, w, h = s.objects, s.width, s.height
         fields = template_regex(SPEC_TEMPLATES[s.qtype]).match(s.question)
-        assert fields, (s.qtype, s.question)
+        assert fields and articles_right(s.question), (s.qtype, s.question)
         f = s.meta["fields"]
         if s.qtype == "count_all":
             assert s.answer == str(len(objs))
@@ -330,17 +360,26 @@ def test_counts_cover_zero_to_six(pool):
     assert {int(s.answer) for s in pool if s.qtype == "count_all"} == set(range(1, 7))
 
 
-def test_referring_expressions_are_unique_and_shortest(pool, yes_no_pool):
-    checked = 0
+def test_referring_expressions_are_unique_shortest_and_never_name_the_answer(pool, yes_no_pool):
+    checked, kinds = 0, Counter()
     for s in [*pool, *yes_no_pool]:
+        w, h = s.width, s.height
         refs = [s.meta["fields"][k] for k in ("ref", "ref1", "ref2") if k in s.meta["fields"]]
+        avoid = ASKS_FOR.get(s.qtype, set())
         for ref, i in zip(refs, s.meta["refs"]):
-            assert [k for k, o in enumerate(s.objects) if matches(ref, o)] == [i], ref
-            o = s.objects[i]
-            shorter = [f"the {o['shape']}", f"the {o['color']} {o['shape']}"][: len(ref.split()) - 2]
-            assert all(sum(matches(t, p) for p in s.objects) > 1 for t in shorter), ref
+            assert [k for k, o in enumerate(s.objects) if matches(ref, o, w, h)] == [i], ref
+            named = dict(spec_expressions(s.objects[i], w, h))[ref]
+            assert not named & avoid, (s.qtype, ref)
+            unique_allowed = [
+                t
+                for t, n in spec_expressions(s.objects[i], w, h)
+                if not n & avoid and sum(t == e for p in s.objects for e, _ in spec_expressions(p, w, h)) == 1
+            ]
+            assert len(ref.split()) == min(len(t.split()) for t in unique_allowed), (ref, unique_allowed)
+            kinds[min(named)] += 1
             checked += 1
     assert checked > 1000
+    assert set(kinds) == {"shape", "color", "region"}  # refer by shape, colour alone and region all occur
 
 
 def test_eval_set_asks_every_qtype_with_the_canonical_templates():

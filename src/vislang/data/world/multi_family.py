@@ -2,7 +2,7 @@
 an object added, removed, moved to another region, or recolored. Same background, same noise.
 
 The changed object is named by color and shape, so "the {color} {shape}" must be unique among the
-objects of both images; an added object is "a {color} {shape}" and needs no such care.
+objects of both images; an added object is "a {color} {shape}" ("an" before a vowel) and needs no such care.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import palette as P
-from .paraphrases import ask
+from .paraphrases import ask, with_articles
 from .render import jitter_color
 from .sample import Sample, WorldConfig
 from .scene import MAX_SCENES, Scene, SceneObject, draw_scene, place, random_object, region_of, sample_scene
@@ -31,7 +31,7 @@ def add(rng: np.random.Generator, scene: Scene) -> tuple[list[SceneObject], int,
     new = place(rng, random_object(rng, scene.width, scene.height), scene.objects, scene.width, scene.height)
     if new is None:
         return None
-    return [*scene.objects, new], len(scene.objects), f"a {new.color} {new.shape} was added"
+    return [*scene.objects, new], len(scene.objects), with_articles(f"a {new.color} {new.shape} was added")
 
 
 def remove(rng: np.random.Generator, scene: Scene) -> tuple[list[SceneObject], int, str] | None:

@@ -8,6 +8,8 @@ ref2, position.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 CANONICAL: dict[str, str] = {
@@ -150,9 +152,14 @@ HELD_OUT: dict[str, tuple[str, ...]] = {
 }
 
 
+def with_articles(text: str) -> str:
+    """ "a" becomes "an" before a vowel (world-spec v2): "Is there an orange star?"."""
+    return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
+
+
 def fill(template: str, fields: dict[str, str]) -> str:
     """Format a template; a reference that opens the sentence gets a capital letter."""
-    text = template.format(**fields)
+    text = with_articles(template.format(**fields))
     return text[:1].upper() + text[1:]
 
 

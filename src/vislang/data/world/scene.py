@@ -189,21 +189,57 @@ def above(a: SceneObject, b: SceneObject, height: int) -> bool:
     return a.cy < b.cy - P.RELATION_MARGIN * height
 
 
-def descriptions(obj: SceneObject) -> list[str]:
-    """The candidate referring expressions, shortest first."""
-    return [f"the {obj.shape}", f"the {obj.color} {obj.shape}", f"the {obj.size} {obj.color} {obj.shape}"]
+# What each kind of referring expression names: a question never refers by the attribute it asks for
+# (world-spec v2), so "What color is the red circle?" cannot answer itself.
+REF_ATTRIBUTES = ("shape", "color", "size", "region")
 
 
-def referring_expression(obj: SceneObject, objects: list[SceneObject]) -> str | None:
-    """The shortest description that fits this object alone; None when none does."""
-    for k, text in enumerate(descriptions(obj)):
-        if sum(descriptions(o)[k] == text for o in objects) == 1:
-            return text
-    return None
+def descriptions(obj: SceneObject, width: int, height: int) -> list[tuple[str, frozenset[str]]]:
+    """Every candidate referring expression of an object and the attributes it names."""
+    region = region_phrase(region_of(obj, width, height))
+    return [
+        (f"the {obj.shape}", frozenset({"shape"})),
+        (f"the {obj.color} object", frozenset({"color"})),
+        (f"the {obj.color} {obj.shape}", frozenset({"color", "shape"})),
+        (f"the {obj.size} {obj.color} {obj.shape}", frozenset({"size", "color", "shape"})),
+        (f"the object {region}", frozenset({"region"})),
+    ]
 
 
-def referable(objects: list[SceneObject]) -> list[int]:
-    return [i for i, o in enumerate(objects) if referring_expression(o, objects) is not None]
+def unique_descriptions(
+    obj: SceneObject, objects: list[SceneObject], width: int, height: int, avoid: frozenset[str] = frozenset()
+) -> list[str]:
+    """The expressions that fit this object alone and name none of `avoid`, shortest (in words) first."""
+    others = [descriptions(o, width, height) for o in objects if o is not obj]
+    found = []
+    for k, (text, named) in enumerate(descriptions(obj, width, height)):
+        if named & avoid or any(d[k][0] == text for d in others):
+            continue
+        found.append(text)
+    return sorted(found, key=lambda t: len(t.split()))
+
+
+def referring_expression(
+    obj: SceneObject,
+    objects: list[SceneObject],
+    width: int,
+    height: int,
+    rng: np.random.Generator | None = None,
+    avoid: frozenset[str] = frozenset(),
+) -> str | None:
+    """The shortest unique expression that names none of `avoid`; equally short ones are drawn at
+    random (the first without an rng). None when the object has none."""
+    found = unique_descriptions(obj, objects, width, height, avoid)
+    if not found:
+        return None
+    shortest = [t for t in found if len(t.split()) == len(found[0].split())]
+    return shortest[0] if rng is None else shortest[int(rng.integers(len(shortest)))]
+
+
+def referable(
+    objects: list[SceneObject], width: int, height: int, avoid: frozenset[str] = frozenset()
+) -> list[int]:
+    return [i for i, o in enumerate(objects) if unique_descriptions(o, objects, width, height, avoid)]
 
 
 def region_phrase(region: str) -> str:

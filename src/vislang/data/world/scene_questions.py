@@ -44,6 +44,19 @@ REASONING = ("more", "count_not", "left_of", "above", "same_color")
 QTYPES = PERCEPTION + REASONING
 YES_NO = ("exist", "more", "left_of", "above", "same_color")
 
+# The attribute each question asks for, which its referring expressions must not name (world-spec v2).
+# Pair questions follow their probes: left_of / above are settled by `where`, same_color by `color`.
+ASKS_FOR = {
+    "color": frozenset({"color"}),
+    "shape": frozenset({"shape"}),
+    "size": frozenset({"size"}),
+    "where": frozenset({"region"}),
+    "ground": frozenset({"region"}),
+    "left_of": frozenset({"region"}),
+    "above": frozenset({"region"}),
+    "same_color": frozenset({"color"}),
+}
+
 
 @dataclass
 class Question:
@@ -106,12 +119,13 @@ def ask_count(qtype: str, scene: Scene, rng: np.random.Generator) -> Question:
 
 def ask_about_object(qtype: str, scene: Scene, rng: np.random.Generator) -> Question | None:
     """color, shape, size, where, ground: about one object that has a unique description."""
-    candidates = referable(scene.objects)
+    objs, w, h, avoid = scene.objects, scene.width, scene.height, ASKS_FOR[qtype]
+    candidates = referable(objs, w, h, avoid)
     if not candidates:
         return None
     i = choice(rng, candidates)
-    obj = scene.objects[i]
-    fields = {"ref": referring_expression(obj, scene.objects)}
+    obj = objs[i]
+    fields = {"ref": referring_expression(obj, objs, w, h, rng, avoid)}
     if qtype == "ground":
         answer = format_box(normalized_box(obj.box, scene.width, scene.height))
         return Question(qtype, fields, answer, refs=[i], meta={"box": list(obj.box)})
@@ -170,14 +184,15 @@ def ask_pair(
     probe_answer: Callable[[int], str],
 ) -> Question | None:
     """A yes/no question about an ordered pair of referable objects."""
-    objs = scene.objects
-    candidates = referable(objs)
+    objs, w, h, avoid = scene.objects, scene.width, scene.height, ASKS_FOR[qtype]
+    candidates = referable(objs, w, h, avoid)
     pairs = [(i, j) for i in candidates for j in candidates if i != j and askable(i, j)]
     pairs = [(i, j) for i, j in pairs if holds(i, j) == want_yes]
     if not pairs:
         return None
     i, j = choice(rng, pairs)
-    ref1, ref2 = referring_expression(objs[i], objs), referring_expression(objs[j], objs)
+    ref1 = referring_expression(objs[i], objs, w, h, rng, avoid)
+    ref2 = referring_expression(objs[j], objs, w, h, rng, avoid)
     probes = [
         probe(probe_qtype, {"ref": ref1}, probe_answer(i)),
         probe(probe_qtype, {"ref": ref2}, probe_answer(j)),

@@ -30,6 +30,7 @@ MOVERS = (1, 3)
 TRAVEL = (0.15, 0.35)  # distance over the whole clip, a fraction of the side along the motion
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 Move = tuple[str, float]  # direction, distance over the clip in pixels
+STILL_REFS = frozenset({"region"})  # a mover's region changes over the clip: refer by what it looks like
 
 
 def tracks(scene: Scene, movers: list[int], moves: list[Move], frames: int) -> list[list[SceneObject]]:
@@ -85,7 +86,7 @@ def make(rng: np.random.Generator, cfg: WorldConfig, split: str) -> Sample:
         if plan is None:
             continue
         movers, moves, objects = plan
-        askable = [i for i in movers if i in referable(scene.objects)]
+        askable = [i for i in movers if i in referable(scene.objects, scene.width, scene.height, STILL_REFS)]
         if qtype == "count_moving" or askable:
             break
     else:
@@ -93,7 +94,9 @@ def make(rng: np.random.Generator, cfg: WorldConfig, split: str) -> Sample:
     fields: dict[str, str] = {}
     if qtype == "direction":
         i = choice(rng, askable)
-        fields["ref"] = referring_expression(scene.objects[i], scene.objects)
+        fields["ref"] = referring_expression(
+            scene.objects[i], scene.objects, scene.width, scene.height, rng, STILL_REFS
+        )
         answer, asked = moves[movers.index(i)][0], i
     else:
         answer, asked = str(count), None
