@@ -68,9 +68,16 @@ def _load(path, dtype):
             f"{path}: model_type {model_type!r} is not supported; supported: {supported}"
         )
     config_cls, model_cls = MODEL_TYPES[model_type]
-    model = model_cls.from_pretrained(path, config_cls.from_hf(hf), dtype=dtype)
+    fill = packaged = None
+    if hf.get("language_model_from"):  # the default model: its language model ships in a package
+        from .models import default_qwen as packaged
+
+        fill = packaged.language_model_weights
+    model = model_cls.from_pretrained(path, config_cls.from_hf(hf), dtype=dtype, fill=fill)
     if (path / "tokenizer.json").is_file():
         model.tokenizer = Tokenizer.from_dir(path)
+    elif packaged is not None:
+        model.tokenizer = packaged.packaged_tokenizer()
     model.chat_template = load_chat_template(path)
     if (path / "generation_config.json").is_file():  # e.g. Qwen2-VL also stops at <|endoftext|>
         eos = json.loads((path / "generation_config.json").read_text()).get("eos_token_id")

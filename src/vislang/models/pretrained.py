@@ -24,11 +24,16 @@ class PretrainedMixin:
         return bool(getattr(self.cfg, "tie_word_embeddings", False))
 
     @classmethod
-    def from_pretrained(cls, path, cfg, dtype: torch.dtype | None = None):
+    def from_pretrained(cls, path, cfg, dtype: torch.dtype | None = None, fill=None):
+        """fill(cfg, expected_state) -> weights the folder names but does not store (the default
+        model's language model, which comes from its package)."""
         # build on the meta device: no time spent on random weights that are overwritten at once
         with torch.device("meta"):
             model = cls(cfg)
         state = read_state_dict(path, cfg.model_type, dtype)
+        if fill is not None:
+            extra = fill(cfg, model.state_dict())
+            state.update({k: v.to(dtype) if dtype is not None else v for k, v in extra.items()})
         load_weights(model, state, model.tied, str(path))
         for m in model.modules():
             if hasattr(m, "reset_buffers"):
@@ -41,6 +46,7 @@ class PretrainedMixin:
         """config.json, weights, and whatever processing files the model carries."""
         path = Path(path)
         hf = {**self.cfg.to_hf(), "architectures": [self.ARCHITECTURE]}
+        hf.pop("language_model_from", None)  # every weight is written: the folder stands alone
         write_checkpoint(self, hf, self.cfg.model_type, path, self.tied, max_shard_bytes)
         if self.tokenizer is not None:
             self.tokenizer.save(path)
