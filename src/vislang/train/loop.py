@@ -28,6 +28,7 @@ from ..data.stream import MixtureDataset
 from ..data.world import WorldConfig, generate_sample
 from ..errors import VislangError
 from ..models.default import WEIGHTS, DefaultConfig, DefaultVLM, assemble
+from . import distributed
 from .chat_data import chat_turns
 from .lora import add_lora
 from .recipe import CHAT, Recipe, Stage
@@ -93,11 +94,13 @@ class StageData:
         return messages_for(sample.images, sample.question), sample.answer
 
     def micro_batches(self, model: DefaultVLM, step: int, device: torch.device):
-        """The grad_accum micro-batches of one step, built as they are needed."""
+        """The grad_accum micro-batches of one step, built as they are needed: of each, this process's
+        rows (all of them on one process)."""
         size = self.stage.batch_size
         for m in range(self.stage.grad_accum):
             start = (step * self.stage.grad_accum + m) * size
-            batch = model.training_batch([self(start + row) for row in range(size)])
+            rows = distributed.shard_rows(range(size))
+            batch = model.training_batch([self(start + row) for row in rows])
             yield {k: v.to(device) for k, v in batch.items()}
 
 
@@ -135,22 +138,35 @@ def make_optimizer(params: list[torch.nn.Parameter], stage: Stage) -> torch.opti
     return torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.95))
 
 
-def train_step(model: DefaultVLM, optimizer, batches: Iterable[dict], lr: float, clip: float = 1.0) -> float:
-    """One optimizer step over micro-batches (gradients accumulated); returns their mean loss."""
+def answer_tokens(batch: dict) -> int:
+    """The positions the loss averages over: labels shifted by one, -100 left out (see answer_loss)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def train_step(
+    model: torch.nn.Module, optimizer, batches: Iterable[dict], lr: float, clip: float = 1.0
+) -> float:
+    """One optimizer step over micro-batches (gradients accumulated); returns their mean loss.
+
+    model may be wrapped in DDP, each process holding some rows of every micro-batch: weighting its
+    loss by its share of the answer tokens makes the step the one-process step (distributed.token_weights).
+    """
     batches = list(batches)
     for group in optimizer.param_groups:
         group["lr"] = lr
+    weights = distributed.token_weights([answer_tokens(b) for b in batches])  # 1.0 on one process
     total = 0.0
-    for batch in batches:
-        with torch.autocast("cuda", torch.bfloat16, enabled=batch["input_ids"].is_cuda):
-            loss = model(**batch).loss / len(batches)
-        loss.backward()
+    for i, (batch, weight) in enumerate(zip(batches, weights)):
+        with distributed.grad_sync(model, last=i + 1 == len(batches)):
+            with torch.autocast("cuda", torch.bfloat16, enabled=batch["input_ids"].is_cuda):
+                loss = model(**batch).loss * weight / len(batches)
+            loss.backward()
         total += loss.item()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    return distributed.reduce_mean(total)
 
 
 def rng_states() -> dict:
@@ -179,8 +195,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def restore(model: DefaultVLM, path: Path, recipe: Recipe) -> dict:
-    """Load a checkpoint's weights and RNG states into place; returns it for the rest."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # ours: holds numpy RNG state
+    """Load a checkpoint's weights and RNG states into place; returns it for the rest.
+
+    Rank 0 reads it and hands it to the others: every process resumes from the same state.
+    """
+    main = distributed.is_main()
+    ckpt = torch.load(path, map_location="cpu", weights_only=False) if main else None  # holds numpy RNG state
+    ckpt = distributed.from_main(ckpt)
 
     def same(a: dict, b: dict) -> bool:
         return {k: v for k, v in a.items() if k != "checkpoint_minutes"} == {
@@ -218,7 +239,8 @@ def prepare(model: DefaultVLM | None, recipe: Recipe, out: Path) -> tuple[Defaul
             f"the model merges {model.cfg.merge}x{model.cfg.merge}, the recipe says {recipe.model.merge}"
         )
     uses_chat = any(s.families.get(CHAT, 0) > 0 for s in recipe.stages)
-    turns = chat_turns(model, out / CHAT_TURNS) if uses_chat else []
+    turns = chat_turns(model, out / CHAT_TURNS) if uses_chat and distributed.is_main() else []
+    turns = distributed.from_main(turns)  # distilled (or read) once, by rank 0
     torch.manual_seed(recipe.data.seed)  # the adapters' initialisation
     spec = recipe.model
     if spec.lora_rank:
@@ -246,36 +268,45 @@ def train(
     stop cleanly at a checkpoint after that much time / that many steps in this call.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise VislangError(f"{out} already holds a run: resume it (--resume) or pick another --out")
-    if resume and not ckpt_path.exists():
-        raise VislangError(f"nothing to resume: no {CHECKPOINT} in {out}")
+    dev = distributed.init(pick_device(device))  # under torchrun: joins the other processes
+    # rank 0 alone reads and writes the run directory: the other ranks may be on other machines
+    main = distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.exists() and not resume:
+            raise VislangError(f"{out} already holds a run: resume it (--resume) or pick another --out")
+        if resume and not ckpt_path.exists():
+            raise VislangError(f"nothing to resume: no {CHECKPOINT} in {out}")
+    for stage in recipe.stages:
+        distributed.check_split(stage.batch_size, f"stage {stage.name}")
     model, turns = prepare(model, recipe, out)
-    dev = pick_device(device)
     model.to(dev).train()
-    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    if main:
+        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
 
     start_stage, start_step, rows, elapsed0, opt_state = 0, 0, [], 0.0, None
     if resume:
         ckpt = restore(model, ckpt_path, recipe)
         start_stage, start_step, rows = ckpt["stage"], ckpt["step"], ckpt["log"]
         elapsed0, opt_state = ckpt["elapsed_s"], ckpt["optimizer"]
-    write_log(rows, out / "log.csv")
+    if main:
+        write_log(rows, out / "log.csv")
 
     t0 = last_save = time.monotonic()
     done_here = 0
 
     def checkpoint(stage_index: int, step: int, optimizer) -> None:
         nonlocal last_save
+        if not main:
+            return
         state = {
             "recipe": recipe.to_dict(),
             "stage": stage_index,
             "step": step,
             "trainable": {k: v.detach().cpu().clone() for k, v in model.trainable_state().items()},
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "rng": rng_states(),
+            "rng": rng_states(),  # rank 0's; every rank restores it (no step draws per-rank randomness)
             "log": rows,
             "elapsed_s": elapsed0 + time.monotonic() - t0,
         }
@@ -284,7 +315,10 @@ def train(
         last_save = time.monotonic()
 
     def out_of_time() -> bool:
-        over_time = max_minutes is not None and time.monotonic() - t0 >= 60 * max_minutes
+        # rank 0's clock decides for all: ranks that stopped apart would wait for each other forever
+        over_time = max_minutes is not None and distributed.from_main(
+            time.monotonic() - t0 >= 60 * max_minutes
+        )
         return over_time or (max_steps is not None and done_here >= max_steps)
 
     for si in range(start_stage, len(recipe.stages)):
@@ -294,26 +328,31 @@ def train(
         if si == start_stage and opt_state is not None:
             optimizer.load_state_dict(opt_state)
         data = StageData(recipe, si, turns)
+        # DDP over the parameters this stage trains; a shard of text-only chat rows leaves the projector out
+        trainer = distributed.ddp_wrap(model, find_unused_parameters=data.chat_share > 0)
         offset = sum(s.steps for s in recipe.stages[:si])
-        bar = tqdm(total=stage.steps, initial=first, desc=stage.name, disable=not show_progress(progress))
+        quiet = not show_progress(progress) or not main
+        bar = tqdm(total=stage.steps, initial=first, desc=stage.name, disable=quiet)
         for step in range(first, stage.steps):
             t_step = time.monotonic()
             lr = lr_at(stage, step)
-            loss = train_step(model, optimizer, data.micro_batches(model, step, dev), lr)
+            loss = train_step(trainer, optimizer, data.micro_batches(model, step, dev), lr)
             speed = stage.samples_per_step / (time.monotonic() - t_step)
             elapsed = elapsed0 + time.monotonic() - t0
             row = {"step": offset + step, "stage": stage.name, "loss": loss, "lr": lr}
             rows.append(row | {"samples_per_s": speed, "elapsed_s": elapsed})
-            write_log(rows[-1:], out / "log.csv", append=True)
+            if main:
+                write_log(rows[-1:], out / "log.csv", append=True)
             done_here += 1
             recent = [r["loss"] for r in rows[-RUNNING_MEAN:] if r["stage"] == stage.name]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{lr:.2e}", sps=f"{speed:.1f}")
             bar.update(1)
             last_of_stage = step + 1 == stage.steps
             due = time.monotonic() - last_save >= 60 * recipe.checkpoint_minutes
-            if not last_of_stage and (due or out_of_time()):
+            stop = out_of_time()  # asked on every rank every step: it may talk to the other ranks
+            if not last_of_stage and (due or stop):
                 checkpoint(si, step + 1, optimizer)
-                if out_of_time():
+                if stop:
                     bar.close()
                     log.info("stopped at stage %s step %d; resume to continue", stage.name, step + 1)
                     return TrainResult(model.eval(), rows, finished=False)
@@ -322,7 +361,8 @@ def train(
         if out_of_time() and si + 1 < len(recipe.stages):
             return TrainResult(model.eval(), rows, finished=False)
 
-    model.save_trained(out / "trained")
-    plot_loss(rows, out / "loss.png")
-    log.info("trained weights in %s", out / "trained")
+    if main:
+        model.save_trained(out / "trained")
+        plot_loss(rows, out / "loss.png")
+        log.info("trained weights in %s", out / "trained")
     return TrainResult(model.eval(), rows, finished=True)
