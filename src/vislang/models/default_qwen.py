@@ -188,3 +188,24 @@ def save_default(model, path: str | Path) -> None:
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (path / "preprocessor_config.json").write_text(json.dumps(IMAGE_SETTINGS, indent=2) + "\n")
+
+
+# --- what training changes: the tower and the merger; the language model stays SmolLM2 ---
+
+TRAINED_PARTS = ("vision.", "merger.")
+
+
+def trained_state(model) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
+
+
+def load_trained(model, path: str | Path) -> None:
+    """Tower and merger from a shipped folder (save_default's) into `model`."""
+    from ..checkpoints import read_state_dict
+
+    state = read_state_dict(path, "qwen2_vl")
+    own = trained_state(model)
+    if set(state) != set(own):
+        odd = sorted(set(state) ^ set(own))[:5]
+        raise CheckpointError(f"trained weights in {path} do not fit the model: {odd}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)

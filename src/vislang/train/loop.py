@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.stream import MixtureDataset
 from ..data.world import WorldConfig, generate_sample
 from ..errors import VislangError
+from ..models import default_qwen
 from ..models.default import WEIGHTS, DefaultConfig, DefaultVLM, assemble
 from . import distributed
 from .chat_data import chat_turns
@@ -57,8 +58,12 @@ def lr_at(stage: Stage, step: int) -> float:
     return stage.min_lr + 0.5 * (stage.lr - stage.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def messages_for(images: list, question: str) -> list[dict]:
-    content = [{"type": "image", "image": image} for image in images]
+def messages_for(images: list, question: str, video: bool = False) -> list[dict]:
+    """One user turn: the images (for a model that reads video, its frames as one video), the question."""
+    if video:
+        content = [{"type": "video", "video": list(images)}]
+    else:
+        content = [{"type": "image", "image": image} for image in images]
     return [{"role": "user", "content": [*content, {"type": "text", "text": question}]}]
 
 
@@ -78,6 +83,7 @@ class StageData:
         qtypes = {f: tuple(q) for f, q in stage.qtypes.items()}
         self.configs = {f: WorldConfig(side, side, stage.paraphrase, qtypes.get(f)) for f in world}
         self.turns = turns
+        self.reads_video = recipe.model.kind == "qwen2vl"  # Qwen2-VL's temporal patches; v0 sees frames
 
     def world_sample(self, i: int):
         family = self.mixture.family_of(i)
@@ -91,7 +97,8 @@ class StageData:
             images = self.world_sample(i).images[:1] if draw.random() < 0.5 else []
             return messages_for(images, turn["question"]), turn["answer"]
         sample = self.world_sample(i)
-        return messages_for(sample.images, sample.question), sample.answer
+        video = self.reads_video and sample.family == "video"
+        return messages_for(sample.images, sample.question, video), sample.answer
 
     def micro_batches(self, model: DefaultVLM, step: int, device: torch.device):
         """The grad_accum micro-batches of one step, built as they are needed: of each, this process's
@@ -104,13 +111,31 @@ class StageData:
             yield {k: v.to(device) for k, v in batch.items()}
 
 
-def build_model(recipe: Recipe) -> DefaultVLM:
-    """The default model's pretrained towers with a fresh projector of the recipe's shape."""
+def build_model(recipe: Recipe):
+    """v0: the pretrained towers with a fresh projector of the recipe's shape. v1: a Qwen2-VL around
+    the packaged SmolLM2, its tower from stage 1 (the recipe's `tower`) or fresh."""
+    if recipe.model.kind == "qwen2vl":
+        return default_qwen.build_default(recipe.model.tower, seed=recipe.data.seed)
     return assemble(DefaultConfig(merge=recipe.model.merge), seed=recipe.data.seed)
 
 
-def load_init(model: DefaultVLM, path: str | Path) -> None:
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """What training changes, the part a checkpoint holds."""
+    return model.trainable_state() if isinstance(model, DefaultVLM) else default_qwen.trained_state(model)
+
+
+def save_trained(model, path: Path) -> None:
+    if isinstance(model, DefaultVLM):
+        model.save_trained(path)
+    else:
+        default_qwen.save_default(model, path)
+
+
+def load_init(model, path: str | Path) -> None:
     """Start from trained weights; adapters the file lacks keep their no-op initialisation."""
+    if not isinstance(model, DefaultVLM):
+        default_qwen.load_trained(model, path)
+        return
     state = load_file(str(Path(path) / WEIGHTS))
     own = model.trainable_state()
     unknown = sorted(set(state) - set(own))
@@ -124,7 +149,7 @@ def set_trainable(model: DefaultVLM, parts: list[str]) -> list[torch.nn.Paramete
     model.requires_grad_(False)
     params = []
     for name, p in model.named_parameters():
-        if ("projector" in parts and name.startswith("projector.")) or ("lora" in parts and ".lora_" in name):
+        if name.split(".")[0] in parts or ("lora" in parts and ".lora_" in name):
             params.append(p.requires_grad_(True))
     return params
 
@@ -210,7 +235,7 @@ def restore(model: DefaultVLM, path: Path, recipe: Recipe) -> dict:
 
     if not same(ckpt["recipe"], recipe.to_dict()):
         log.warning("the recipe differs from the one the checkpoint was trained with")
-    own = model.trainable_state()
+    own = trainable_state(model)
     if set(ckpt["trainable"]) != set(own):
         odd = sorted(set(ckpt["trainable"]) ^ set(own))[:5]
         raise VislangError(f"{path} does not fit the model: {odd}")
@@ -234,7 +259,7 @@ def show_progress(progress: bool) -> bool:
 def prepare(model: DefaultVLM | None, recipe: Recipe, out: Path) -> tuple[DefaultVLM, list[dict]]:
     """The model as stage one starts it: chat answers distilled first, while the LM is still untouched."""
     model = model if model is not None else build_model(recipe)
-    if model.cfg.merge != recipe.model.merge:
+    if isinstance(model, DefaultVLM) and model.cfg.merge != recipe.model.merge:
         raise VislangError(
             f"the model merges {model.cfg.merge}x{model.cfg.merge}, the recipe says {recipe.model.merge}"
         )
@@ -304,7 +329,7 @@ def train(
             "recipe": recipe.to_dict(),
             "stage": stage_index,
             "step": step,
-            "trainable": {k: v.detach().cpu().clone() for k, v in model.trainable_state().items()},
+            "trainable": {k: v.detach().cpu().clone() for k, v in trainable_state(model).items()},
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "rng": rng_states(),  # rank 0's; every rank restores it (no step draws per-rank randomness)
             "log": rows,
@@ -362,7 +387,7 @@ def train(
             return TrainResult(model.eval(), rows, finished=False)
 
     if main:
-        model.save_trained(out / "trained")
+        save_trained(model, out / "trained")
         plot_loss(rows, out / "loss.png")
         log.info("trained weights in %s", out / "trained")
     return TrainResult(model.eval(), rows, finished=True)

@@ -41,7 +41,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 CHAT = "chat"  # the pseudo-family of text-only turns (see chat_data.py)
-TRAINABLE_PARTS = ("projector", "lora")
+# what each model kind can train: v0 (MobileNetV2 + projector) and v1 (a Qwen2-VL whose language
+# model stays SmolLM2: its tower and merger train)
+TRAINABLE = {"mobilenet": ("projector", "lora"), "qwen2vl": ("vision", "merger")}
+TRAINABLE_PARTS = tuple(dict.fromkeys(p for parts in TRAINABLE.values() for p in parts))
 # families whose generators keep their question types somewhere other than a module-level QTYPES
 REAL_QTYPES = {"fashion": ("fashion",), "digits": ("digit",)}
 
@@ -52,6 +55,8 @@ class RecipeError(VislangError, ValueError):
 
 @dataclass
 class ModelSpec:
+    kind: str = "mobilenet"  # or "qwen2vl"
+    tower: str | None = None  # qwen2vl: a stage-1 tower (safetensors) to start from
     merge: int = 2
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -144,7 +149,7 @@ def known_qtypes(family: str) -> tuple[str, ...] | None:
     return tuple(qtypes) if qtypes is not None else None
 
 
-def validate_stage(stage: Stage, where: str) -> None:
+def validate_stage(stage: Stage, where: str, kind: str = "mobilenet") -> None:
     for key in ("steps", "batch_size", "grad_accum"):
         if getattr(stage, key) < 1:
             raise RecipeError(f"{where}.{key} must be >= 1, got {getattr(stage, key)}")
@@ -154,9 +159,9 @@ def validate_stage(stage: Stage, where: str) -> None:
         raise RecipeError(f"{where}: need 0 <= min_lr <= lr and lr > 0, got {stage.min_lr}, {stage.lr}")
     if stage.weight_decay < 0:
         raise RecipeError(f"{where}.weight_decay must be >= 0")
-    bad = [p for p in stage.train if p not in TRAINABLE_PARTS]
+    bad = [p for p in stage.train if p not in TRAINABLE[kind]]
     if bad or not stage.train:
-        raise RecipeError(f"{where}.train must list parts of {TRAINABLE_PARTS}, got {stage.train}")
+        raise RecipeError(f"{where}.train must list parts of {TRAINABLE[kind]} ({kind}), got {stage.train}")
     unknown = [f for f in stage.families if f not in FAMILIES and f != CHAT]
     if unknown:
         families = ", ".join([*FAMILIES, CHAT])
@@ -199,6 +204,12 @@ def parse_recipe(table: dict) -> Recipe:
     )
     model, data = recipe.model, recipe.data
 
+    if model.kind not in TRAINABLE:
+        raise RecipeError(f"[model].kind must be one of {', '.join(TRAINABLE)}, got {model.kind!r}")
+    if model.kind == "qwen2vl" and model.lora_rank:
+        raise RecipeError("[model] qwen2vl keeps its language model exactly SmolLM2: lora_rank must be 0")
+    if model.tower is not None and model.kind != "qwen2vl":
+        raise RecipeError("[model].tower is a qwen2vl setting")
     if model.merge < 1 or model.lora_rank < 0:
         raise RecipeError(f"[model] needs merge >= 1 and lora_rank >= 0, got {model}")
     if model.lora_rank and not model.lora_targets:
@@ -212,7 +223,7 @@ def parse_recipe(table: dict) -> Recipe:
         raise RecipeError(f"stage names must be unique, got {names}")
     for i, stage in enumerate(recipe.stages):
         where = f"stage {i} ({stage.name})"
-        validate_stage(stage, where)
+        validate_stage(stage, where, model.kind)
         if "lora" in stage.train and model.lora_rank == 0:
             raise RecipeError(f"{where} trains 'lora' but [model].lora_rank is 0")
     return recipe

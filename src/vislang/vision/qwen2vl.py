@@ -13,6 +13,8 @@ fullatt_block_indexes attends within its window only; the output is put back in 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +90,7 @@ class PatchEmbed(nn.Module):
         p, t = cfg.patch_size, cfg.temporal_patch_size
         self.proj = nn.Module()
         self.proj.weight = nn.Parameter(torch.empty(cfg.width, cfg.in_channels, t, p, p))
+        nn.init.kaiming_uniform_(self.proj.weight, a=math.sqrt(5))  # Conv3d's own initialisation
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         w = self.proj.weight
