@@ -144,6 +144,10 @@ def test_shipped_recipes_parse():
     assert default.stages[1].families["chat"] > 0 and default.stages[1].paraphrase
     assert all(8 <= s.batch_size <= 16 for s in default.stages)
     assert load_recipe(RECIPES / "tiny.toml").total_steps < 20
+    v1 = load_recipe(RECIPES / "default-qwen.toml")
+    assert v1.model.kind == "qwen2vl" and [s.train for s in v1.stages] == [["merger"], ["vision", "merger"]]
+    every = {"scene", "text", "multi", "video", "document", "ui", "fashion", "digits", "chat"}
+    assert set(v1.stages[-1].families) == every
 
 
 @pytest.mark.parametrize(

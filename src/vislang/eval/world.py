@@ -63,9 +63,13 @@ def eval_question(sample: Sample, paraphrase: str = "canonical") -> str:
         return sample.question
 
 
-def messages_for(sample: Sample, question: str) -> list[dict]:
-    """One user turn: every image of the sample in order (video frames, image pairs), then the text."""
-    content = [{"type": "image", "image": image} for image in sample.images]
+def messages_for(sample: Sample, question: str, video: bool = False) -> list[dict]:
+    """One user turn: every image of the sample in order (video frames, image pairs), then the text;
+    with `video`, a video sample's frames go in as one video part (models with temporal patches)."""
+    if video and sample.family == "video":
+        content = [{"type": "video", "video": list(sample.images)}]
+    else:
+        content = [{"type": "image", "image": image} for image in sample.images]
     return [{"role": "user", "content": [*content, {"type": "text", "text": question}]}]
 
 
@@ -127,12 +131,13 @@ def evaluate_samples(
     t0 = time.perf_counter()
     questions = [eval_question(s, paraphrase) for s in samples]
     conversations, budgets, owners = [], [], []  # owners[k]: (sample index, probe index or None)
+    video = getattr(model, "video_token_id", None) is not None  # the model reads video as video
     for i, (sample, question) in enumerate(zip(samples, questions)):
-        conversations.append(messages_for(sample, question))
+        conversations.append(messages_for(sample, question, video))
         budgets.append(token_budget(sample.qtype, max_new_tokens))
         owners.append((i, None))
         for j, probe in enumerate(sample.probes if sample.kind == "reasoning" else []):
-            conversations.append(messages_for(sample, probe["question"]))
+            conversations.append(messages_for(sample, probe["question"], video))
             budgets.append(token_budget(probe["qtype"], max_new_tokens))
             owners.append((i, j))
     replies = ask_all(model, conversations, budgets, batch_size, progress)
