@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 import vislang
 from vislang.checkpoints.gguf import load_gguf_decoder
+from vislang.cli import main
 from vislang.data.world import generate_sample
 from vislang.models.default_qwen import build_default, save_default
 
@@ -109,7 +110,7 @@ def test_export_loads_in_transformers_with_the_same_logits(model, tmp_path):
     ~1e-4 (4e-6 relative): fp32 gets the looser bound and the same greedy token."""
     transformers = pytest.importorskip("transformers")
     save_default(model, tmp_path / "shipped")
-    vislang.load(tmp_path / "shipped").save_pretrained(tmp_path / "export")
+    assert main(["export", str(tmp_path / "shipped"), str(tmp_path / "export")]) == 0
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert "language_model_from" not in config
     hf, info = transformers.Qwen2VLForConditionalGeneration.from_pretrained(

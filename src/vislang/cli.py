@@ -122,6 +122,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """A complete Hugging Face folder: every weight written (a default model's packaged language
+    model included), so transformers and other tools load it with nothing else installed."""
+    import vislang
+
+    from .errors import VislangError
+
+    model = vislang.load(None if args.model == "default" else args.model)
+    if not hasattr(model, "save_pretrained"):
+        raise VislangError(
+            f"{args.model}: this model ({type(model).__name__}) has no Hugging Face form to export"
+        )
+    model.save_pretrained(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vislang", description="vision-language models on your machine")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -151,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     ground.add_argument("-o", "--output", help="write the image with the box drawn")
     ground.add_argument("--model", default="default", help="'default' or a checkpoint folder (Qwen2-VL, ...)")
     ground.set_defaults(func=cmd_ground)
+
+    export = sub.add_parser("export", help="write a complete Hugging Face folder of a model")
+    export.add_argument("model", help="'default' or a checkpoint folder (e.g. a trained default model)")
+    export.add_argument("out", help="the folder to write")
+    export.set_defaults(func=cmd_export)
 
     add_world_parser(sub)
     add_train_parser(sub)
