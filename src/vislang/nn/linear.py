@@ -28,9 +28,11 @@ ONEDNN = _onednn_available()
 
 
 def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, on oneDNN when the call is CPU fp32 and needs no gradient."""
+    """F.linear, on oneDNN when the call is CPU fp32, needs no gradient and is not under autocast
+    (which the oneDNN op would ignore, leaving fp32 where autocast promised bf16)."""
     if (
         ONEDNN
+        and not torch.is_autocast_enabled("cpu")
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
