@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..config import QwenVisionConfig
 from ..errors import VislangError
+from ..models.default_qwen import VISION
 from ..vision import QwenVisionTransformer
 from .dense_targets import IMAGE_CLASSES, PATCH_CLASSES
 from .loop import (
@@ -60,11 +61,8 @@ COLUMNS = ("step", "lr", *LOSS_NAMES, *METRICS, "images", "images_per_s", "elaps
 
 
 def default_vision() -> QwenVisionConfig:
-    """The default model's tower: 8 blocks of width 256; the merger (untrained here) maps to SmolLM2's 576."""
-    return QwenVisionConfig(
-        model_type="qwen2_vl_vision", depth=8, embed_dim=256, num_heads=4, mlp_ratio=4, hidden_size=576,
-        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, hidden_act="quick_gelu",
-    )  # fmt: skip
+    """The default model's tower; its merger, not trained here, maps to SmolLM2's width."""
+    return dataclasses.replace(VISION)
 
 
 @dataclass
