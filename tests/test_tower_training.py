@@ -250,6 +250,16 @@ def test_resume_repeats_the_same_losses(tmp_path):
     assert {"color_acc", "centre_f1", "count_acc", "images_per_s"} <= set(header)
 
 
+def test_a_new_run_can_start_from_an_earlier_tower(tmp_path):
+    cfg = tiny_config()
+    done = train_tower(cfg, tmp_path / "first", progress=False)
+    warm = dataclasses.replace(cfg, init=str(tmp_path / "first"))
+    again = train_tower(warm, tmp_path / "second", max_steps=1, progress=False)
+    cold = train_tower(cfg, tmp_path / "cold", max_steps=1, progress=False)
+    assert again.log[0]["loss"] < cold.log[0]["loss"]  # it starts where the first run ended
+    assert done.log[-1]["loss"] == pytest.approx(again.log[0]["loss"], rel=0.5)
+
+
 def test_checkpoints_are_atomic(tmp_path, monkeypatch):
     cfg = tiny_config(steps=4)
     train_tower(cfg, tmp_path, max_steps=1, progress=False)

@@ -93,6 +93,7 @@ class TowerConfig:
     checkpoint_minutes: float = 10.0
     bf16: bool = True  # autocast matmuls to bfloat16: 1.7x faster on a CPU with avx512_bf16
     eval_samples: int = 256  # val samples scored at the end (eval.json)
+    init: str | None = None  # a run directory (or assets folder) whose tower and heads this run starts from
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,6 +120,16 @@ def build(cfg: TowerConfig) -> tuple[QwenVisionTransformer, TowerHeads]:
             elif name.endswith("bias"):
                 torch.nn.init.zeros_(p)
     return tower, heads
+
+
+def warm_start(tower: QwenVisionTransformer, heads: TowerHeads, folder: Path) -> None:
+    """Weights of an earlier run (a new schedule and optimizer: a continuation, not a resume)."""
+    from safetensors.torch import load_file
+
+    tower.load_state_dict({k: v.float() for k, v in load_file(str(folder / TOWER_WEIGHTS)).items()})
+    if (folder / HEAD_WEIGHTS).is_file():
+        heads.load_state_dict({k: v.float() for k, v in load_file(str(folder / HEAD_WEIGHTS)).items()})
+    log.info("starting from the tower in %s", folder)
 
 
 def forward(tower, heads, batch: TowerBatch, bf16: bool) -> dict:
@@ -202,6 +213,8 @@ def train_tower(
     tower, heads = build(cfg)
     tower.to(dev).train()
     heads.to(dev).train()
+    if cfg.init and not resume:
+        warm_start(tower, heads, Path(cfg.init))
     params = [*tower.parameters(), *heads.parameters()]
     optimizer = make_optimizer(params, cfg)
     start, rows, elapsed0 = 0, [], 0.0
@@ -313,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "--size", type=int, nargs=2, action="append", metavar=("W", "H"), help="canvas; repeatable"
     )
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--init", default=None, help="start from the tower (and heads) of this run directory")
     p.add_argument("--fp32", action="store_true", help="no bfloat16 autocast")
     p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--device", default="cpu")
@@ -327,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=min(args.warmup_steps, args.steps), checkpoint_minutes=args.checkpoint_minutes,
         families=args.families or d.families, sizes=[list(s) for s in args.size] if args.size else d.sizes,
         seed=args.seed, bf16=not args.fp32, eval_samples=args.eval_samples, head_hidden=args.width,
+        init=args.init,
     )  # fmt: skip
     out = Path(args.out)
     if args.resume and (out / "config.json").exists():  # the run's own config, not the flags' defaults
