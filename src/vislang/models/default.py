@@ -18,6 +18,7 @@ from torch import nn
 
 from ..connect import MLPProjector
 from ..processing import ImageTransform
+from ..processing.chat_template import smollm2_chat_template
 from ..vision.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from .chat import ChatMixin
 from .output import ModelOutput
@@ -27,22 +28,6 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS = "projector.safetensors"
-
-# ChatML as SmolLM2 was tuned on, with image parts: each image becomes the placeholder token and a newline
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face' }}"
-    "{{ '<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ image_token + '\\n' }}{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
 @dataclass
@@ -86,7 +71,8 @@ class DefaultVLM(ChatMixin, nn.Module):
         self.language_model = language_model
         self.projector = MLPProjector(cfg.vision_dim * cfg.merge**2, cfg.text_dim, cfg.projector_hidden_act)
         self.tokenizer = tokenizer
-        self.chat_template = CHAT_TEMPLATE.replace("image_token", repr(cfg.image_token))
+        # ChatML as SmolLM2 was tuned on; each image becomes the placeholder token and a newline
+        self.chat_template = smollm2_chat_template(cfg.image_token + "\n")
         side = cfg.image_size
         self.image_transform = ImageTransform.from_dict(
             {

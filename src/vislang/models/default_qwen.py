@@ -22,6 +22,7 @@ import torch
 
 from ..config import Qwen2VLConfig, QwenVisionConfig, TextConfig
 from ..errors import CheckpointError
+from ..processing.chat_template import smollm2_chat_template
 from ..processing.qwen2vl import QwenImageTransform
 
 log = logging.getLogger(__name__)
@@ -69,21 +70,8 @@ IMAGE_SETTINGS = {
 }
 
 # SmolLM2's ChatML and default system prompt, with Qwen2-VL's way of placing images and videos
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face' }}"
-    "{{ '<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<jupyter_start><reponame><jupyter_output>' }}"
-    "{% elif part['type'] == 'video' %}{{ '<jupyter_start><file_sep><jupyter_output>' }}"
-    "{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+CHAT_TEMPLATE = smollm2_chat_template(
+    "<jupyter_start><reponame><jupyter_output>", "<jupyter_start><file_sep><jupyter_output>"
 )
 
 

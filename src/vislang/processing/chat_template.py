@@ -36,6 +36,28 @@ QWEN2VL_FALLBACK_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+
+def smollm2_chat_template(image: str, video: str | None = None) -> str:
+    """SmolLM2's ChatML with its default system prompt, a medium part written as `image` / `video`
+    (the vislang default models' templates: the text stays exactly what SmolLM2 was tuned on)."""
+    media = "{% if part['type'] == 'image' %}{{ " + repr(image) + " }}"
+    if video is not None:
+        media += "{% elif part['type'] == 'video' %}{{ " + repr(video) + " }}"
+    return (
+        "{% for message in messages %}"
+        "{% if loop.first and message['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face' }}"
+        "{{ '<|im_end|>\\n' }}"
+        "{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}" + media + "{% else %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+
+
 LLAVA_FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}"

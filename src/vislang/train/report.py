@@ -16,12 +16,12 @@ SMOOTH = 20  # steps in the running mean drawn over the raw losses
 COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75))
 
 
-def write_log(rows: list[dict], path: Path, append: bool = False) -> None:
+def write_log(rows: list[dict], path: Path, append: bool = False, columns=COLUMNS) -> None:
     """The rows as CSV. Without append the file is rewritten: a resumed run drops the rows logged after
     its checkpoint, which it is about to train again."""
     new = not append or not path.exists()
     with open(path, "a" if append else "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
         for row in rows:

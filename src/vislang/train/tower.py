@@ -16,7 +16,6 @@ heads.safetensors, tower_config.json, log.csv (losses and metrics a step), loss.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
@@ -45,7 +44,7 @@ from .loop import (
     set_rng_states,
     show_progress,
 )
-from .report import plot_loss
+from .report import plot_loss, write_log
 from .tower_data import TowerBatch, TowerData, collate
 from .tower_heads import TowerHeads, add_counts, ratios, tower_counts, tower_losses
 
@@ -148,17 +147,6 @@ class TowerResult:
     metrics: dict[str, float] | None = None  # eval.json: val metrics of the finished run
 
 
-def write_rows(rows: list[dict], path: Path, append: bool = False) -> None:
-    """log.csv; without append it is rewritten (a resumed run drops rows past its checkpoint)."""
-    new = not append or not path.exists()
-    with open(path, "a" if append else "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
 def save_weights(module: torch.nn.Module, path: Path) -> None:
     """safetensors, written to a temporary file and renamed: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -229,7 +217,7 @@ def train_tower(
         start, rows, elapsed0 = ckpt["step"], ckpt["log"], ckpt["elapsed_s"]
         log.info("resuming %s at step %d", out, start)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    write_rows(rows, out / "log.csv")
+    write_log(rows, out / "log.csv", columns=COLUMNS)
     data = TowerData(cfg)
     t0 = last_save = time.monotonic()
 
@@ -275,7 +263,7 @@ def train_tower(
         row = {"step": step, "lr": lr, **{k: v.item() for k, v in losses.items()}, **metrics}
         row |= {"images": len(batch.lengths), "images_per_s": len(batch.lengths) / seconds}
         rows.append(row | {"elapsed_s": elapsed0 + time.monotonic() - t0})
-        write_rows(rows[-1:], out / "log.csv", append=True)
+        write_log(rows[-1:], out / "log.csv", append=True, columns=COLUMNS)
         bar.set_postfix(loss=f"{row['loss']:.3f}", color=f"{metrics.get('color_acc', math.nan):.2f}")
         bar.update(1)
         done = step + 1 - start
