@@ -245,11 +245,16 @@ class WorldFake:
         self.right = right
         self.calls = 0
         self.budgets = {}  # qtype -> the max_new_tokens values it was asked with
+        self.kinds = set()  # (family, the media part types it was shown)
 
     def answer(self, messages, max_new_tokens: int) -> str:
         parts = messages[0]["content"]
         question = parts[-1]["text"]
-        sample = self.table[image_key([p["image"] for p in parts if p["type"] == "image"])]
+        images = [
+            im for p in parts if p["type"] != "text" for im in ([p["image"]] if "image" in p else p["video"])
+        ]
+        sample = self.table[image_key(images)]
+        self.kinds.add((sample.family, tuple(p["type"] for p in parts[:-1])))
         probe = next((p for p in sample.probes if p["question"] == question), None)
         qtype, answer = (probe["qtype"], probe["answer"]) if probe else (sample.qtype, sample.answer)
         role = "probe" if probe else sample.kind
@@ -322,6 +327,20 @@ def test_oracle_and_antioracle_on_every_family():
     assert evaluate_world(WorldFake(samples), **kw)["overall"]["accuracy"] == 1.0
     report = evaluate_world(WorldFake(samples, right=lambda role: False), **kw)
     assert report["overall"]["correct"] == 0, [e for e in report["examples"] if e["correct"]]
+
+
+def test_video_goes_in_as_video_to_models_that_read_it():
+    samples = build_samples(("video", "multi"), 6, seed=2)
+    kw = {"families": ("video", "multi"), "n": 6, "seed": 2, "progress": False}
+    frames = WorldFake(samples)
+    assert evaluate_world(frames, **kw)["overall"]["accuracy"] == 1.0
+    shown = [kinds for family, kinds in frames.kinds if family == "video"]
+    assert shown and all(len(k) >= 4 and set(k) == {"image"} for k in shown)  # frames as images
+    reader = WorldFake(samples)
+    reader.video_token_id = 7  # as a Qwen2-VL has
+    assert evaluate_world(reader, **kw)["overall"]["accuracy"] == 1.0
+    assert {kinds for family, kinds in reader.kinds if family == "video"} == {("video",)}
+    assert {kinds for family, kinds in reader.kinds if family == "multi"} == {("image", "image")}
 
 
 def test_perception_wrong_reasoning_right(samples):
