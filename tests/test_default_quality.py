@@ -65,11 +65,14 @@ def accuracy(model, family, qtype=None, n=48):
     return sum(score(a, s.answer, s.qtype) for a, s in zip(answers, samples)) / n
 
 
-# floors well above chance (colors 1/6, digits 1/10, clothes 1/10), below what the shipped weights
+# floors above chance (colors 1/6, digits 1/10, clothes 1/10), below what the shipped weights
 # measured on these fixed samples: a projector that stopped seeing fails them
-# measured on these 48 fixed samples: scene color 0.60, digits 0.77, fashion 0.77
+# measured on these 48 fixed samples: scene color 0.29, digits 0.77, fashion 0.77. The v0 weights
+# scored 0.60 on scene colour when world-spec v1 let the question name the colour ("What color is the
+# red circle?"); spec v2 never does, and the same weights score 0.29 (0.315 on 200): they barely see
+# colour, which is what the v1 default model is for.
 @pytest.mark.parametrize(
-    "family,qtype,floor", [("scene", "color", 0.5), ("digits", None, 0.65), ("fashion", None, 0.65)]
+    "family,qtype,floor", [("scene", "color", 0.25), ("digits", None, 0.65), ("fashion", None, 0.65)]
 )
 def test_the_shipped_weights_see(model, family, qtype, floor):
     assert accuracy(model, family, qtype) >= floor
