@@ -117,18 +117,16 @@ def score_row(qtype: str, answer: str, prediction: str) -> dict:
     return row
 
 
-def evaluate_samples(
+def score_samples(
     model,
     samples: list[Sample],
     paraphrase: str = "canonical",
     max_new_tokens: int = 24,
     batch_size: int = 16,
     progress: bool = True,
-    examples: int = 3,
-) -> dict:
+) -> tuple[list[dict], int]:
     """Ask every sample's question (and, for reasoning, its probes, always canonical so they measure
-    perception itself), score the replies and summarize them."""
-    t0 = time.perf_counter()
+    perception itself); the scored rows, one per sample, and the number of questions asked."""
     questions = [eval_question(s, paraphrase) for s in samples]
     conversations, budgets, owners = [], [], []  # owners[k]: (sample index, probe index or None)
     video = getattr(model, "video_token_id", None) is not None  # the model reads video as video
@@ -156,13 +154,28 @@ def evaluate_samples(
                 {"question": probe["question"], "qtype": probe["qtype"]}
                 | score_row(probe["qtype"], probe["answer"], reply)
             )
+    return rows, len(conversations)
+
+
+def evaluate_samples(
+    model,
+    samples: list[Sample],
+    paraphrase: str = "canonical",
+    max_new_tokens: int = 24,
+    batch_size: int = 16,
+    progress: bool = True,
+    examples: int = 3,
+) -> dict:
+    """score_samples, summarized: accuracy per family and qtype, perception vs reasoning, grounding."""
+    t0 = time.perf_counter()
+    rows, asked = score_samples(model, samples, paraphrase, max_new_tokens, batch_size, progress)
     report = summarize(rows, examples)
     report["config"] = {
         "paraphrase": paraphrase,
-        "paraphrased": sum(q != s.question for s, q in zip(samples, questions)),
+        "paraphrased": sum(r["question"] != s.question for r, s in zip(rows, samples)),
         "max_new_tokens": max_new_tokens,
         "long_answer_tokens": dict(LONG_ANSWERS),
-        "questions": len(conversations),
+        "questions": asked,
     }
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return report
