@@ -400,8 +400,9 @@ def test_cli(monkeypatch, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="vislang")
     add_eval_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["eval", "world", "--families", "digits,scene", "--n", "6"])
+    # no --model and no --endpoint: the default model (the loaded path below is None)
     assert (args.model, args.families, args.n, args.seed, args.paraphrase, args.batch_size, args.out) == (
-        "default",
+        None,
         ("digits", "scene"),
         6,
         0,
