@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from vislang.data.world import generate_sample, sample_rng
-from vislang.data.world.scene import Scene, SceneObject
+from vislang.data.world.render import COVERED, PAD, polygon_coverage
+from vislang.data.world.scene import Scene, SceneObject, fits, sample_scene
 from vislang.data.world.scene_questions import QTYPES
 from vislang.eval.world_shifts import SCENE_SHIFTS, Recipe, SceneShift, aspect_canvas, shrunk
 
@@ -355,3 +356,50 @@ def test_jitter_boxes_are_the_drawn_shapes_and_wobble_grows():
                 assert f["box"][3] - reach <= o["box"][3] <= f["box"][3] + 1
         changed.append(moved)
     assert changed == sorted(changed) and changed[0] > 0
+
+
+# ---- the generator pieces the shifts draw with ---------------------------------------------------
+
+
+def test_fits_keeps_the_gap_it_is_given_and_the_spec_gap_by_default():
+    other = SceneObject("circle", "red", "small", (230, 30, 30), 50.0, 50.0, 10.0, 0.0)
+    # canvas 200 x 100: the gap is a fraction of 100; touching circles are 20 apart
+    for gap, pixels_apart in ((None, 2.0), (0.02, 2.0), (0.1, 10.0), (0.0, 0.0)):
+        assert fits(70.0 + pixels_apart, 50.0, 10.0, [other], 200, 100, gap)
+        assert not fits(69.9 + pixels_apart, 50.0, 10.0, [other], 200, 100, gap)
+    assert not fits(11.9, 50.0, 10.0, [], 200, 100, 0.0)  # the edge margin holds whatever the gap
+
+
+def test_sample_scene_gap_none_is_the_spec_and_a_wider_gap_holds():
+    def drawn(**kwargs):
+        rng = sample_rng("scene", "test", SEED, 3)
+        return sample_scene(rng, 224, 224, count=4, **kwargs).records(), rng.random()
+
+    assert drawn() == drawn(gap=None) == drawn(gap=0.02)  # same scene, same draws after it
+    wide, _ = drawn(gap=0.1)
+    for i, a in enumerate(wide):
+        for b in wide[i + 1 :]:
+            assert math.hypot(a["cx"] - b["cx"], a["cy"] - b["cy"]) - a["r"] - b["r"] >= 0.1 * 224
+
+
+def test_polygon_coverage_frames_fills_and_boxes_a_square_with_a_hole():
+    square = [(10, 10), (20, 10), (20, 20), (10, 20)]
+    hole = [(13, 13), (17, 13), (17, 17), (13, 17)]
+    for coverage in (polygon_coverage(square), polygon_coverage(np.asarray(square, float), hole)):
+        assert (coverage.x0, coverage.y0) == (10 - PAD, 10 - PAD)
+        assert coverage.mask.size == (10 + 2 * PAD, 10 + 2 * PAD)
+        assert coverage.box == [10, 10, 20, 20]
+    mask, origin = np.asarray(coverage.mask), 10 - PAD
+    ring, centre = mask[11 - origin, 15 - origin], mask[15 - origin, 15 - origin]  # pixels (15, 11), (15, 15)
+    assert ring >= COVERED and centre == 0
+    with pytest.raises(ValueError, match="no pixel"):
+        polygon_coverage([(10.0, 10.0), (10.3, 10.0), (10.0, 10.3)])
+
+
+def test_drawn_as_records_the_drawing_and_a_moved_copy_redraws_the_shape():
+    obj = SceneObject("square", "blue", "small", (30, 30, 230), 15.0, 15.0, 9.0, 0.0)
+    square = polygon_coverage([(10, 10), (20, 10), (20, 20), (10, 20)])
+    drawn = obj.drawn_as(square)
+    assert drawn.coverage is square and drawn.record(100, 100)["box"] == [10, 10, 20, 20]
+    assert obj.box != [10, 10, 20, 20]  # the original keeps its own drawing
+    assert drawn.moved(15.0, 15.0).box == obj.box

@@ -20,6 +20,7 @@ COVERED = 128  # a pixel belongs to the shape's box when at least half covered
 STAR_INNER = 0.45
 
 Box = list[int]  # [x1, y1, x2, y2] pixels, x2 and y2 exclusive (one past the last pixel)
+Points = list[tuple[float, float]] | np.ndarray  # polygon vertices, canvas pixels
 
 
 def shape_polygon(shape: str, cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
@@ -71,22 +72,52 @@ def fill_polygon(points: list[tuple[float, float]], width: int, height: int) -> 
     return inside
 
 
+def padded_frame(x_lo: float, y_lo: float, x_hi: float, y_hi: float) -> tuple[int, int, int, int]:
+    """The whole-pixel frame (x0, y0, w, h) around these bounds, PAD pixels wider on every side."""
+    x0, y0 = math.floor(x_lo) - PAD, math.floor(y_lo) - PAD
+    return x0, y0, math.ceil(x_hi) + PAD - x0, math.ceil(y_hi) + PAD - y0
+
+
+def fill_frame(points: Points, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """A polygon (canvas pixels) filled at SUPERSAMPLE x over the frame: bool [h * s, w * s]."""
+    s = SUPERSAMPLE
+    local = s * (np.asarray(points, dtype=np.float64) - [x0, y0])
+    return fill_polygon(local.tolist(), w * s, h * s)
+
+
+def mask_coverage(inside: np.ndarray, x0: int, y0: int) -> Coverage:
+    """A shape filled at SUPERSAMPLE x over a frame at (x0, y0), drawn down to pixels with Lanczos;
+    its box is the pixels at least half covered."""
+    h, w = inside.shape[0] // SUPERSAMPLE, inside.shape[1] // SUPERSAMPLE
+    big = Image.fromarray(inside.view(np.uint8) * np.uint8(255), "L")
+    mask = big.resize((w, h), Image.Resampling.LANCZOS)
+    ys, xs = np.nonzero(np.asarray(mask) >= COVERED)
+    if xs.size == 0:
+        raise ValueError("the shape covers no pixel by half; draw it larger")
+    box = [x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1]
+    return Coverage(mask, x0, y0, box)
+
+
+def polygon_coverage(points: Points, hole: Points | None = None) -> Coverage:
+    """Any polygon [(x, y), ...] (less a `hole` polygon inside it) drawn as the shapes are drawn."""
+    p = np.asarray(points, dtype=np.float64)
+    frame = padded_frame(*p.min(axis=0), *p.max(axis=0))
+    inside = fill_frame(p, *frame)
+    if hole is not None:
+        inside &= ~fill_frame(hole, *frame)
+    return mask_coverage(inside, *frame[:2])
+
+
 def shape_coverage(shape: str, cx: float, cy: float, r: float, rotation: float) -> Coverage:
-    x0, y0 = math.floor(cx - r) - PAD, math.floor(cy - r) - PAD
-    w, h = math.ceil(cx + r) + PAD - x0, math.ceil(cy + r) + PAD - y0
+    x0, y0, w, h = padded_frame(cx - r, cy - r, cx + r, cy + r)
     s = SUPERSAMPLE
     if shape == "circle":
         dy = (np.arange(h * s) + 0.5 - s * (cy - y0)) ** 2
         dx = (np.arange(w * s) + 0.5 - s * (cx - x0)) ** 2
         inside = dy[:, None] + dx[None, :] <= (s * r) ** 2
     else:
-        points = [(s * (x - x0), s * (y - y0)) for x, y in shape_polygon(shape, cx, cy, r, rotation)]
-        inside = fill_polygon(points, w * s, h * s)
-    big = Image.fromarray(inside.view(np.uint8) * np.uint8(255), "L")
-    mask = big.resize((w, h), Image.Resampling.LANCZOS)
-    ys, xs = np.nonzero(np.asarray(mask) >= COVERED)
-    box = [x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1]
-    return Coverage(mask, x0, y0, box)
+        inside = fill_frame(shape_polygon(shape, cx, cy, r, rotation), x0, y0, w, h)
+    return mask_coverage(inside, x0, y0)
 
 
 def jitter_color(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int) -> tuple[int, int, int]:

@@ -45,6 +45,13 @@ class SceneObject:
     def moved(self, cx: float, cy: float) -> SceneObject:
         return dataclasses.replace(self, cx=cx, cy=cy)
 
+    def drawn_as(self, coverage: Coverage) -> SceneObject:
+        """A copy painted and boxed through `coverage` (another drawing of the same object, such as
+        an outline), so its record follows what is drawn. A replace() or moved() copy drops it."""
+        copy = dataclasses.replace(self)
+        copy._coverage = coverage
+        return copy
+
     def record(self, width: int, height: int) -> dict:
         """The section-5 fields."""
         return {
@@ -101,12 +108,21 @@ def random_object(rng: np.random.Generator, width: int, height: int) -> SceneObj
     return SceneObject(shape, color, size, rgb, 0.0, 0.0, r, 0.0 if shape == "circle" else rotation)
 
 
-def fits(cx: float, cy: float, r: float, others: list[SceneObject], width: int, height: int) -> bool:
-    """Inside the canvas with the edge margin, and clear of every other bounding circle by the gap."""
+def fits(
+    cx: float,
+    cy: float,
+    r: float,
+    others: list[SceneObject],
+    width: int,
+    height: int,
+    gap: float | None = None,
+) -> bool:
+    """Inside the canvas with the edge margin, and clear of every other bounding circle by the gap
+    (a fraction of min(W, H); None: the spec's P.GAP)."""
     m = P.EDGE_MARGIN
     if not (cx - r >= m and cy - r >= m and cx + r <= width - m and cy + r <= height - m):
         return False
-    gap = P.GAP * min(width, height)
+    gap = (P.GAP if gap is None else gap) * min(width, height)
     return all(math.hypot(cx - o.cx, cy - o.cy) >= r + o.r + gap for o in others)
 
 
@@ -117,13 +133,14 @@ def place(
     width: int,
     height: int,
     accept=None,
+    gap: float | None = None,
 ) -> SceneObject | None:
     """obj at a uniform center that fits (and that `accept(cx, cy, r)` likes), or None after MAX_TRIES."""
     m = P.EDGE_MARGIN
     for _ in range(MAX_TRIES):
         cx = round(float(rng.uniform(obj.r + m, width - m - obj.r)), 2)
         cy = round(float(rng.uniform(obj.r + m, height - m - obj.r)), 2)
-        if fits(cx, cy, obj.r, others, width, height) and (accept is None or accept(cx, cy, obj.r)):
+        if fits(cx, cy, obj.r, others, width, height, gap) and (accept is None or accept(cx, cy, obj.r)):
             return obj.moved(cx, cy)
     return None
 
@@ -133,13 +150,20 @@ class PlacementError(RuntimeError):
 
 
 def sample_objects(
-    rng: np.random.Generator, count: int, width: int, height: int, accept=None, attempts: int = MAX_SCENES
+    rng: np.random.Generator,
+    count: int,
+    width: int,
+    height: int,
+    accept=None,
+    attempts: int = MAX_SCENES,
+    gap: float | None = None,
 ) -> list[SceneObject]:
-    """`count` placed objects; the whole set is redrawn when one fails MAX_TRIES times."""
+    """`count` placed objects `gap` apart (see fits); the whole set is redrawn when one fails MAX_TRIES
+    times."""
     for _ in range(attempts):
         objects: list[SceneObject] = []
         for _ in range(count):
-            placed = place(rng, random_object(rng, width, height), objects, width, height, accept)
+            placed = place(rng, random_object(rng, width, height), objects, width, height, accept, gap)
             if placed is None:
                 break
             objects.append(placed)
@@ -155,14 +179,16 @@ def sample_scene(
     count: int | None = None,
     accept=None,
     attempts: int = MAX_SCENES,
+    gap: float | None = None,
 ) -> Scene:
-    """A random scene; `accept(cx, cy, r)` can keep objects away from things drawn over it (signs)."""
+    """A random scene; `accept(cx, cy, r)` can keep objects away from things drawn over it (signs),
+    and `gap` sets the space between objects (see fits)."""
     name = list(P.BACKGROUNDS)[int(rng.integers(len(P.BACKGROUNDS)))]
     sigma = round(float(rng.uniform(*P.NOISE_SIGMA)), 2) if rng.random() < P.NOISE_PROBABILITY else 0.0
     noise_seed = int(rng.integers(2**31))
     if count is None:
         count = int(rng.integers(P.MIN_OBJECTS, P.MAX_OBJECTS + 1))
-    objects = sample_objects(rng, count, width, height, accept, attempts)
+    objects = sample_objects(rng, count, width, height, accept, attempts, gap)
     return Scene(width, height, name, sigma, noise_seed, objects)
 
 
