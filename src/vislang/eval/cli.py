@@ -31,6 +31,18 @@ def _families(text: str) -> tuple[str, ...]:
     return families
 
 
+def engine_runner(model, max_batch: int):
+    """A local chat model behind the continuous-batching engine (1.5-2x a static batch on world
+    questions, whose answers range from one token to a caption); anything else as it is."""
+    from vislang.models.chat import ChatMixin
+
+    if not isinstance(model, ChatMixin):
+        return model
+    from .runner import EngineRunner
+
+    return EngineRunner(model, max_batch=min(max_batch, 32))
+
+
 def load_models(args) -> dict[str, object]:
     """name -> model for every --model and --endpoint, in the order given."""
     import vislang
@@ -42,7 +54,8 @@ def load_models(args) -> dict[str, object]:
         raise SystemExit("give one --endpoint-model NAME for each --endpoint URL")
     local = args.model or ([] if endpoints else ["default"])
     for spec in local:
-        models[spec] = vislang.load(None if spec == "default" else spec, weights=args.weights, fuse=True)
+        model = vislang.load(None if spec == "default" else spec, weights=args.weights, fuse=True)
+        models[spec] = engine_runner(model, args.batch_size)
     if endpoints:
         from .endpoint import EndpointModel
 

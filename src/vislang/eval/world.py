@@ -28,6 +28,7 @@ from .metrics import accuracy, accuracy_by, grounding, iou, reasoning_attributio
 from .normalize import answer_type, parse_box, score
 
 PARAPHRASES = ("canonical", "heldout")
+ENGINE_QUEUE = 512  # conversations queued at once on a scheduler (prepared pixels wait in memory)
 LONG_ANSWERS = {"caption": 128, "change": 32, "ground": 48, "ground_button": 48}  # least max_new_tokens
 # real-image families have no held-out wording in paraphrases.py; these are never used in training
 HELD_OUT_REAL = {
@@ -93,6 +94,18 @@ def ask_all(
     replies: list[str | None] = [None] * len(conversations)
     batch_size = max(1, batch_size)
     disable = not progress or progress_disabled()
+    if callable(getattr(model, "chat_budgets", None)):
+        # a scheduler that takes a budget per conversation (the engine): everything goes in together,
+        # the longest answers first, so they decode beside the short ones instead of alone at the end
+        order = sorted(range(len(conversations)), key=lambda k: -budgets[k])
+        with tqdm(total=len(conversations), unit="q", desc="eval", disable=disable) as bar:
+            for start in range(0, len(order), ENGINE_QUEUE):
+                chunk = order[start : start + ENGINE_QUEUE]
+                out = model.chat_budgets([conversations[k] for k in chunk], [budgets[k] for k in chunk])
+                for k, reply in zip(chunk, out, strict=True):
+                    replies[k] = str(reply)
+                bar.update(len(chunk))
+        return replies
     with tqdm(total=len(conversations), unit="q", desc="eval", disable=disable) as bar:
         for budget in dict.fromkeys(budgets):
             todo = [k for k, b in enumerate(budgets) if b == budget]
