@@ -120,3 +120,24 @@ def test_cli_writes_the_report_and_json(tmp_path, monkeypatch, capsys):
     assert [s["name"] for s in saved["shifts"]] == ["jpeg", "blur"]
     assert saved["misses"]["clean-only"][0]["image"].startswith("data:image/png;base64,")
     assert "jpeg" in report.read_text()
+
+
+def test_engine_runner_answers_as_the_static_batch(tmp_path):
+    import vislang
+    from tiny import llava_folder
+    from vislang.eval.runner import EngineRunner
+    from vislang.eval.world import messages_for, score_samples
+
+    llava_folder(tmp_path)
+    model = vislang.load(str(tmp_path))
+    samples = [generate_sample("scene", "test", 0, i) for i in range(8)]
+    conversations = [messages_for(s, s.question) for s in samples]
+    static = [str(r) for r in model.chat_batch(conversations, max_new_tokens=6)]
+    with EngineRunner(model, max_batch=3) as runner:
+        assert runner.chat_batch(conversations, max_new_tokens=6) == static
+        budgets = [2, 6, 4, 6, 1, 3, 6, 5]
+        mixed = runner.chat_budgets(conversations, budgets)
+        for text, want, budget in zip(mixed, static, budgets):  # a shorter budget, a prefix of the answer
+            assert want.startswith(text) and len(model.tokenizer.encode(text, add_special_tokens=False)) <= budget
+        rows, asked = score_samples(runner, samples, max_new_tokens=6, progress=False)
+    assert asked >= len(samples) and [r["prediction"] for r in rows[:1]] == [static[0]]
