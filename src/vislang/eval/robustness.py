@@ -154,9 +154,9 @@ def evaluate_robustness(
     clean_samples = {(f, i): generate_sample(f, split, seed, i) for f in families for i in range(n)}
     clean = {}
     for name, model in models.items():
-        rows, _ = score_samples(
-            model, list(clean_samples.values()), "canonical", max_new_tokens, batch_size, progress
-        )
+        samples = list(clean_samples.values())
+        desc = f"{name[:20]} clean"
+        rows, _ = score_samples(model, samples, "canonical", max_new_tokens, batch_size, progress, desc)
         clean[name] = dict(zip(clean_samples, rows))
     del clean_samples
 
@@ -173,7 +173,10 @@ def evaluate_robustness(
             curve = [severity_row(clean_rows, clean_rows, 0, shift.levels[0], seed)]
             worst_misses = []
             for s, samples in enumerate(sets, start=1):
-                rows, _ = score_samples(model, samples, "canonical", max_new_tokens, batch_size, progress)
+                desc = f"{name[:20]} {shift.name} {s}/{k}"
+                rows, _ = score_samples(
+                    model, samples, "canonical", max_new_tokens, batch_size, progress, desc
+                )
                 curve.append(severity_row(rows, clean_rows, s, shift.levels[s], seed))
                 if s == k:  # the gallery shows the worst severity's misses
                     worst_misses = [

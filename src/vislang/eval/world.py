@@ -84,7 +84,12 @@ def token_budget(qtype: str, max_new_tokens: int) -> int:
 
 
 def ask_all(
-    model, conversations: list[list[dict]], budgets: list[int], batch_size: int, progress: bool = True
+    model,
+    conversations: list[list[dict]],
+    budgets: list[int],
+    batch_size: int,
+    progress: bool = True,
+    desc: str = "eval",
 ) -> list[str]:
     """The model's reply text to every conversation (each with its max_new_tokens budget), batched
     through chat_batch when there is one; a batch holds one budget, so long answers do not slow the rest."""
@@ -98,7 +103,7 @@ def ask_all(
         # a scheduler that takes a budget per conversation (the engine): everything goes in together,
         # the longest answers first, so they decode beside the short ones instead of alone at the end
         order = sorted(range(len(conversations)), key=lambda k: -budgets[k])
-        with tqdm(total=len(conversations), unit="q", desc="eval", disable=disable) as bar:
+        with tqdm(total=len(conversations), unit="q", desc=desc, disable=disable) as bar:
             for start in range(0, len(order), ENGINE_QUEUE):
                 chunk = order[start : start + ENGINE_QUEUE]
                 out = model.chat_budgets([conversations[k] for k in chunk], [budgets[k] for k in chunk])
@@ -106,7 +111,7 @@ def ask_all(
                     replies[k] = str(reply)
                 bar.update(len(chunk))
         return replies
-    with tqdm(total=len(conversations), unit="q", desc="eval", disable=disable) as bar:
+    with tqdm(total=len(conversations), unit="q", desc=desc, disable=disable) as bar:
         for budget in dict.fromkeys(budgets):
             todo = [k for k, b in enumerate(budgets) if b == budget]
             for start in range(0, len(todo), batch_size):
@@ -137,6 +142,7 @@ def score_samples(
     max_new_tokens: int = 24,
     batch_size: int = 16,
     progress: bool = True,
+    desc: str = "eval",
 ) -> tuple[list[dict], int]:
     """Ask every sample's question (and, for reasoning, its probes, always canonical so they measure
     perception itself); the scored rows, one per sample, and the number of questions asked."""
@@ -151,7 +157,7 @@ def score_samples(
             conversations.append(messages_for(sample, probe["question"], video))
             budgets.append(token_budget(probe["qtype"], max_new_tokens))
             owners.append((i, j))
-    replies = ask_all(model, conversations, budgets, batch_size, progress)
+    replies = ask_all(model, conversations, budgets, batch_size, progress, desc)
 
     rows = [
         {"id": s.id, "family": s.family, "qtype": s.qtype, "kind": s.kind, "question": q, "probes": []}
