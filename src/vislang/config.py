@@ -385,3 +385,100 @@ def jsonable(d: Any) -> Any:
     if isinstance(d, (list, tuple)):
         return [jsonable(v) for v in d]
     return d
+
+
+@dataclass
+class PerceiverConfig:
+    """Flamingo's perceiver resampler: a fixed set of learned latents cross-attends to image features."""
+
+    model_type: str = "idefics_perciever"  # sic: transformers' spelling
+    use_resampler: bool = False
+    resampler_n_latents: int = 64
+    resampler_depth: int = 6
+    resampler_n_heads: int = 16
+    resampler_head_dim: int = 96
+    qk_layer_norms_perceiver: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_hf(cls, d: dict) -> PerceiverConfig:
+        known, extra = _split(cls, d)
+        return cls(**known, extra=extra)
+
+    def to_hf(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class IdeficsConfig:
+    """IDEFICS v1 (`idefics`): CLIP ViT -> optional perceiver resampler -> a Llama decoder with gated
+    cross-attention blocks every cross_layer_interval layers. The text settings sit at the top level."""
+
+    model_type: str = "idefics"
+    vocab_size: int = 32000
+    additional_vocab_size: int = 0  # extra rows (e.g. <image>) kept in their own embedding and head
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    hidden_act: str = "silu"
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    alpha_type: str = "float"  # the gates' tanh(alpha): one number, or one per channel ("vector")
+    alpha_initializer: str = "zeros"
+    cross_layer_interval: int = 1
+    qk_layer_norms: bool = False
+    use_resampler: bool = False
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = 0
+    vision_config: VisionConfig = field(default_factory=VisionConfig)
+    perceiver_config: PerceiverConfig = field(default_factory=PerceiverConfig)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def text_config(self) -> TextConfig:
+        """The decoder's settings (plain multi-head attention: no grouped k/v heads)."""
+        return TextConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            hidden_act=self.hidden_act,
+            max_position_embeddings=self.max_position_embeddings,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_theta=self.rope_theta,
+            tie_word_embeddings=self.tie_word_embeddings,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+
+    @classmethod
+    def from_hf(cls, d: dict) -> IdeficsConfig:
+        d = dict(d)
+        rope = d.pop("rope_parameters", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            raise NotImplementedError(f"IDEFICS with rope_type {rope['rope_type']!r} is not supported")
+        if "rope_theta" in rope:
+            d["rope_theta"] = rope["rope_theta"]
+        vision = dict(d.pop("vision_config", None) or {})
+        if "embed_dim" in vision:  # IDEFICS names the ViT width embed_dim
+            vision["hidden_size"] = vision.pop("embed_dim")
+        vision = VisionConfig.from_hf({"hidden_act": "gelu", "patch_size": 14, **vision})
+        perceiver = PerceiverConfig.from_hf(d.pop("perceiver_config", None) or {})
+        known, extra = _split(cls, d)
+        return cls(**known, vision_config=vision, perceiver_config=perceiver, extra=extra)
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        d["rope_parameters"] = {"rope_theta": d.pop("rope_theta"), "rope_type": "default"}
+        vision = self.vision_config.to_hf()
+        vision["embed_dim"] = vision.pop("hidden_size")
+        vision.pop("projection_dim")
+        d["vision_config"] = vision
+        d["perceiver_config"] = self.perceiver_config.to_hf()
+        return d

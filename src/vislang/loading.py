@@ -90,6 +90,10 @@ def _load(path, dtype):
 
         model.image_transform = QwenImageTransform.from_dict(settings or {})
         model.video_transform = QwenImageTransform.from_dict(_video_settings(path, settings), video=True)
+    elif model_type == "idefics":
+        from .processing.idefics import idefics_image_transform
+
+        model.image_transform = idefics_image_transform(settings or {}, model.cfg.vision_config.image_size)
     else:
         image_size = model.cfg.vision_config.image_size
         settings = settings or {

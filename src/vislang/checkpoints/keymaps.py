@@ -79,12 +79,27 @@ def _qwen2vl_rules() -> list[tuple[str, str]]:
     return rules
 
 
+def _idefics_rules() -> list[tuple[str, str]]:
+    """IDEFICS keeps everything but the head under model.*; the perceiver's blocks are (attn, mlp) pairs."""
+    rules = _mount("model.vision_model.", "vision.", _ENCODER)
+    rules += [
+        ("model.perceiver_resampler.blocks.*.0.", "resampler.layers.*.attn."),
+        ("model.perceiver_resampler.blocks.*.1.", "resampler.layers.*.mlp."),
+        ("model.perceiver_resampler.", "resampler."),
+        ("model.gated_cross_attn_layers.", "cross_layers."),
+    ]
+    rules += _mount("model.", "language_model.", _DECODER)
+    rules.append(("lm_head.", "language_model.lm_head."))
+    return rules
+
+
 RULES = {
     "qwen2_vl": _qwen2vl_rules(),
     "qwen2_5_vl": _qwen2vl_rules(),
     "llava": _llava_rules(next_=False),
     "llava_next": _llava_rules(next_=True),
     "clip": _clip_rules(),
+    "idefics": _idefics_rules(),
 }
 
 # buffers some checkpoints carry that vislang computes instead

@@ -1,8 +1,9 @@
 """The model families vislang implements, by their config.json model_type."""
 
-from ..config import ClipConfig, LlavaConfig, Qwen2VLConfig
+from ..config import ClipConfig, IdeficsConfig, LlavaConfig, Qwen2VLConfig
 from .chat import Reply
 from .clip import Clip
+from .idefics import Idefics
 from .llava import Llava
 from .llava_next import LlavaNext
 from .qwen2vl import Qwen2VL
@@ -14,6 +15,7 @@ MODEL_TYPES = {
     "clip": (ClipConfig, Clip),
     "qwen2_vl": (Qwen2VLConfig, Qwen2VL),
     "qwen2_5_vl": (Qwen2VLConfig, Qwen2VL),
+    "idefics": (IdeficsConfig, Idefics),
 }
 
-__all__ = ["MODEL_TYPES", "Clip", "Llava", "LlavaNext", "Qwen2VL", "Reply"]
+__all__ = ["MODEL_TYPES", "Clip", "Idefics", "Llava", "LlavaNext", "Qwen2VL", "Reply"]
