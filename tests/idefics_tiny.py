@@ -1,5 +1,6 @@
 """Tiny random IDEFICS checkpoints and an IdeficsProcessor for the parity tests (nothing downloaded)."""
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import IdeficsConfig, IdeficsForVisionText2Text, PreTrainedTokenizerFast
 from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
@@ -53,7 +54,6 @@ def tokenizer(path=None):
 
 
 def config(resampler=True, interval=1, alpha_type="float", layers=2, added=True, qk_norms=False):
-    """Random non-zero alphas, so cross-attention changes the logits."""
     return IdeficsConfig(
         vocab_size=VOCAB if added else VOCAB + 2,
         additional_vocab_size=2 if added else 0,
@@ -63,8 +63,6 @@ def config(resampler=True, interval=1, alpha_type="float", layers=2, added=True,
         num_attention_heads=4,
         cross_layer_interval=interval,
         alpha_type=alpha_type,
-        alpha_initializer="normal",
-        alphas_initializer_range=0.8,
         qk_layer_norms=qk_norms,
         use_resampler=resampler,
         vision_config=VISION,
@@ -76,6 +74,10 @@ def config(resampler=True, interval=1, alpha_type="float", layers=2, added=True,
 def idefics_folder(path, **kw):
     """A tiny IDEFICS folder with tokenizer and image processor; returns (transformers model, processor)."""
     hf = IdeficsForVisionText2Text(config(**kw)).eval()
+    with torch.no_grad():  # random non-zero gates, so cross-attention changes the logits
+        for layer in hf.model.gated_cross_attn_layers:
+            layer.alpha_cross_attn.normal_(std=0.8)
+            layer.alpha_dense.normal_(std=0.8)
     hf.save_pretrained(path)
     images = IdeficsImageProcessorPil(image_size=SIZE)
     images.save_pretrained(path)
