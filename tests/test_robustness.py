@@ -137,7 +137,9 @@ def test_engine_runner_answers_as_the_static_batch(tmp_path):
         assert runner.chat_batch(conversations, max_new_tokens=6) == static
         budgets = [2, 6, 4, 6, 1, 3, 6, 5]
         mixed = runner.chat_budgets(conversations, budgets)
-        for text, want, budget in zip(mixed, static, budgets):  # a shorter budget, a prefix of the answer
-            assert want.startswith(text) and len(model.tokenizer.encode(text, add_special_tokens=False)) <= budget
+        # a shorter budget gives a prefix of the answer
+        for text, want, budget in zip(mixed, static, budgets):
+            assert want.startswith(text)
+            assert len(model.tokenizer.encode(text, add_special_tokens=False)) <= budget
         rows, asked = score_samples(runner, samples, max_new_tokens=6, progress=False)
     assert asked >= len(samples) and [r["prediction"] for r in rows[:1]] == [static[0]]
