@@ -209,3 +209,15 @@ def test_format_and_limits():
         icl_conversations("shapes", 1, 1)
     with pytest.raises(ValueError, match="layout"):
         icl_conversations("colors", 1, 1, layout="grid")
+
+
+def test_a_real_chat_model_reads_both_layouts_through_the_engine(tmp_path):
+    import vislang
+    from qwen_tiny import qwen_folder
+    from vislang.eval.runner import EngineRunner
+
+    qwen_folder(tmp_path)
+    with EngineRunner(vislang.load(tmp_path), max_batch=4) as runner:
+        for layout in ("turns", "interleaved"):
+            result = evaluate_icl(runner, tasks="colors", shots=(0, 4), n=2, progress=False, layout=layout)
+            assert [result["tasks"]["colors"][k]["n"] for k in (0, 4)] == [2, 2]

@@ -15,7 +15,8 @@ the list tells nothing), which makes 0-shot a fair guess at chance, 1 / #labels.
 
 Queries come from the test split, examples from the train split (never the same image). The examples
 of a query are drawn one at a time, cycling through shuffled labels so that they show different
-answers where possible, and a query's k examples are the first k of its 8: more shots only add.
+answers where possible; a query's k examples are the first k of one seeded draw, so more shots only
+add examples and never swap the ones a smaller k saw.
 Two layouts: "turns" (a user turn per image, the answer as the assistant's turn, what chat models
 are trained on) and "interleaved" (one user turn: "<image> Q: ... A: dax" lines, Flamingo's prompt).
 """
@@ -52,7 +53,7 @@ WORDS = (
     "zorp",
     "kiki",
     "bouba",
-    "modi",
+    "nefa",
     "lorp",
     "vesk",
     "glorn",
