@@ -28,7 +28,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 
@@ -155,12 +155,12 @@ def instruction(task: Task, mapping: dict[str, str]) -> str:
 # ---- samples ----------------------------------------------------------------------------------------
 
 
-@cache
+@lru_cache(maxsize=4)  # the images of the last few (task, n, seed), not of every run
 def queries(name: str, n: int, seed: int) -> list[Sample]:
     return [get_task(name).make("test", seed, i) for i in range(n)]
 
 
-@cache
+@lru_cache(maxsize=4)
 def example_pool(name: str, seed: int) -> dict[str, list[Sample]]:
     """label -> POOL_PER_LABEL train samples with that answer (first come in the train stream)."""
     task = get_task(name)
@@ -233,8 +233,8 @@ def build_items(task: str, k: int, n: int, seed: int = 0, layout: str = "turns")
     spec, mapping = get_task(task), renaming(task, seed)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    if not 0 <= k <= POOL_PER_LABEL * len(spec.labels):
+        raise ValueError(f"k must be in 0..{POOL_PER_LABEL * len(spec.labels)}, got {k}")
     header, pool = instruction(spec, mapping), example_pool(task, seed) if k else {}
     items = []
     for i, query in enumerate(queries(task, n, seed)):
@@ -359,27 +359,27 @@ def _with_ci(c: dict) -> str:
 
 
 def format_icl(result: dict) -> str:
-    """A terminal table: accuracy (95% interval) per task and number of shots, then the share of
-    queries whose answer an example showed, and the accuracy on those."""
+    """A terminal table: accuracy (95% interval) per task and number of shots; below it, how often
+    an example showed the query's answer, the accuracy then, and how often a reply named a listed word."""
     cfg = result.get("config", {})
     shots = cfg.get("shots") or sorted({k for cells in result["tasks"].values() for k in cells})
+    width = 18
+
+    def row(label: str, cells: dict, value) -> str:
+        return label + "".join(f"{value(cells[k]) if k in cells else '-':>{width}}" for k in shots)
+
     lines = [
         f"in-context learning: n {cfg.get('n', '?')} per cell, seed {cfg.get('seed', '?')}, "
         f"{cfg.get('layout', '?')} layout, {result.get('seconds', 0):.1f} s",
         "",
-        f"{'task':<10}{'chance':>8}" + "".join(f"{f'k={k}':>18}" for k in shots),
+        f"{'task':<10}{'chance':>8}" + "".join(f"{f'k={k}':>{width}}" for k in shots),
     ]
     for task, cells in result["tasks"].items():
-        row = f"{task:<10}{_pct(result['chance'].get(task)):>8}"
-        lines.append(row + "".join(f"{_with_ci(cells[k]) if k in cells else '-':>18}" for k in shots))
-    lines += [
-        "",
-        "answer shown among the examples (share of queries / accuracy then); replies naming a listed word:",
-    ]
+        lines.append(row(f"{task:<10}{_pct(result['chance'].get(task)):>8}", cells, _with_ci))
+    lines.append("")
     for task, cells in result["tasks"].items():
-        parts = [
-            f"k={k}: {_pct(c['covered'])} / {_pct(c['accuracy_covered'])}; {_pct(c['in_vocab'])}"
-            for k, c in cells.items()
-        ]
-        lines.append(f"  {task:<10}" + "   ".join(parts))
+        lines.append(row(f"{task:<10}{'shown':>8}", cells, lambda c: _pct(c["covered"])))
+        lines.append(row(f"{'':<10}{'then':>8}", cells, lambda c: _pct(c["accuracy_covered"])))
+        lines.append(row(f"{'':<10}{'listed':>8}", cells, lambda c: _pct(c["in_vocab"])))
+    lines.append("(shown: an example had the query's answer; then: accuracy on those; listed: a listed word)")
     return "\n".join(lines)
