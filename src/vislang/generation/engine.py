@@ -10,6 +10,12 @@ cancelled request gives its slot back before the next step.
 Prompts are tokenized and images decoded in the caller's thread, so bad input fails in `submit`
 and never reaches the model thread. A repeated image skips the vision tower (feature cache) and,
 when the conversation up to it is the same, the prefill of everything up to it (prefix cache).
+
+A model whose text reads images through cross-attention instead of in its token stream (IDEFICS)
+implements two hooks: `decode_media(ids, image_features)`, what a request's generated tokens read
+(kept with its slot), and `decode_step(tokens, mask, positions, cache, media)`, one decode step
+whose rows read their own. Its prefill takes the cached features like any model's; it has no
+prefix cache (a prompt's tail would need the images too).
 """
 
 from __future__ import annotations
@@ -164,6 +170,7 @@ class _Running:
         self.first_token_at = 0.0
         self.eos = False
         self.cached = {"image_features": 0, "prefix_tokens": 0}
+        self.media = None  # what its generated tokens cross-attend to (cross-attention models)
 
 
 def padding_groups(runs: list, waste: float = 0.25, slack: int = 64) -> list[list]:
@@ -208,6 +215,7 @@ class Engine:
         self.kv_budget_bytes = kv_budget_bytes
         self.device = self.lm.embed_tokens.weight.device
         self.eos = set(model.default_eos())
+        self.cross_media = hasattr(model, "decode_step")  # images read by cross-attention (see above)
         self._eos_ids = torch.tensor(sorted(self.eos), dtype=torch.long, device=self.device)
         self.grammars = Grammars(self.tokenizer, self.lm.cfg.vocab_size, sorted(self.eos))
         self.features = LRUBytes(feature_cache_bytes)
@@ -275,7 +283,7 @@ class Engine:
             constraint = self.grammars.json(params.json_schema)  # a bad schema fails here, in the caller
         handle = RequestHandle(next(self._ids), params)
         req = _Prepared(handle, ids, images, time.perf_counter(), constraint=constraint)
-        if images:
+        if images and not self.cross_media:
             placeholders = set(self.model.media_token_ids)
             req.prefix = max(i for i, t in enumerate(ids) if t in placeholders) + 1
             req.prefix_key = prefix_key(ids[: req.prefix], [k for k, _ in images])
@@ -385,6 +393,7 @@ class Engine:
             rows.append((run, i))
             for follower in self._followers.pop(id(run), []):
                 self.cache.copy_slot(run.slot, follower.slot)
+                follower.media = run.media
                 follower.cached["prefix_tokens"] = len(follower.req.ids)
                 rows.append((follower, i))
         for run, i in rows:
@@ -437,6 +446,8 @@ class Engine:
             mask = torch.ones(1, len(ids), dtype=torch.long, device=self.device)
             return self.model(input_ids=tail, attention_mask=mask, cache=view, last_only=True).logits[:, -1]
         feats = self._image_features(run) if run.req.images else None
+        if self.cross_media:
+            run.media = self.model.decode_media(ids, feats)
         input_ids = torch.tensor([ids], device=self.device)
         logits = self.model(
             input_ids=input_ids, cache=view, image_features=feats, last_only=True, **self._media_inputs([run])
@@ -454,7 +465,11 @@ class Engine:
         for row, run in enumerate(runs):
             input_ids[row, T - lengths[row] :] = torch.tensor(run.req.ids)
             mask[row, T - lengths[row] :] = 1
-        feats = [f for run in runs for f in self._image_features(run)]  # in row order
+        per_run = [self._image_features(run) for run in runs]
+        if self.cross_media:
+            for run, own in zip(runs, per_run):
+                run.media = self.model.decode_media(run.req.ids, own)
+        feats = [f for own in per_run for f in own]  # in row order
         for run in runs:
             self.cache.free(run.slot)
         logits = self.model(
@@ -496,12 +511,14 @@ class Engine:
             return
         tokens = torch.tensor([[run.new[-1]] for run in runs], dtype=torch.long, device=self.device)
         positions, mask = self.cache.begin_step(len(runs))
-        logits = self.lm(
-            input_ids=tokens,
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            cache=self.cache,
-        )[:, -1]
+        mask, positions = mask.to(self.device), positions.to(self.device)
+        if self.cross_media:
+            media = [run.media for run in runs]
+            logits = self.model.decode_step(tokens, mask, positions, self.cache, media)
+        else:
+            logits = self.lm(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self.cache)[
+                :, -1
+            ]
         for i, run in enumerate(runs):
             self._accept(run, self._sample(run, logits[i : i + 1]))
 

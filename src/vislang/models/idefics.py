@@ -111,36 +111,41 @@ class Idefics(ChatMixin, PretrainedMixin, nn.Module):
         cache: MediaCache | None = None,
         image_counts: torch.Tensor | None = None,
         last_only: bool = False,
+        image_features: list[torch.Tensor] | None = None,
+        media: torch.Tensor | None = None,
         **unused,
     ) -> ModelOutput:
         """pixel_values [B, N, 3, S, S] as IdeficsProcessor makes them (rows with fewer images padded),
         or [sum N, 3, S, S] with image_counts [B]. image_attention_mask [B, T, N]: built from the
-        `<image>` tokens when not given. A cache carries the images on to later calls."""
+        `<image>` tokens when not given. A cache carries the images on to later calls.
+        Instead of pixels: image_features, one [tokens_per_image, Dv] state per image in the order of
+        the `<image>` tokens (cached ones), or media [B, N * tokens_per_image, Dv] with its
+        image_attention_mask."""
         lm = self.language_model
         x = lm.embed_tokens(input_ids)  # [B, T, D]
         B, T, _ = x.shape
         past = cache.length if cache is not None else 0
-        if pixel_values is not None and pixel_values.numel() > 0:
+        if media is not None:  # states and mask given (a continuous batch's decode step)
+            N = image_attention_mask.shape[-1]
+        elif image_features:
+            media, N = self._stack_features(input_ids, image_features)
+        elif pixel_values is not None and pixel_values.numel() > 0:
             if image_counts is not None:
                 pixel_values = _pad_images(pixel_values, image_counts)
             media = self.media_states(pixel_values)
             N = pixel_values.shape[1]
-            if image_attention_mask is None:
-                if self.image_token_id is None:
-                    raise ValueError("without a tokenizer that knows <image>, pass image_attention_mask")
-                eod = self.cfg.eos_token_id
-                image_attention_mask = media_locations(input_ids, self.image_token_id, N, eod)
-        elif cache is not None and cache.media is not None:  # decoding: the prompt's images, last row
+        elif isinstance(cache, MediaCache) and cache.media is not None:  # decoding: the prompt's images
             media, N = cache.media, cache.media_row.shape[-1]
             if image_attention_mask is None:
                 image_attention_mask = cache.media_row.expand(B, T, N)
-        else:
-            media = None  # text only: the cross-attention terms vanish, the dense terms stay
+        # no media: text only, the cross-attention terms vanish, the dense terms stay
         mask = gate = None
         if media is not None:
+            if image_attention_mask is None:
+                image_attention_mask = self._media_locations(input_ids, N)
             image_attention_mask = image_attention_mask[:, -T:]
             mask, gate = cross_attention_mask(image_attention_mask, media.shape[1] // N, x.dtype)
-            if cache is not None:
+            if isinstance(cache, MediaCache):
                 cache.media, cache.media_row = media, image_attention_mask[:, -1:]
 
         if attention_mask is None:
@@ -169,6 +174,62 @@ class Idefics(ChatMixin, PretrainedMixin, nn.Module):
         """PIL images -> pixels [N, 3, S, S] with their count (one `<image>` token each)."""
         pixels = self.image_transform.batch(images)
         return {"pixel_values": pixels, "image_counts": torch.tensor([len(images)])}, [1] * len(images)
+
+    def _media_locations(self, input_ids: torch.Tensor, num_images: int) -> torch.Tensor:
+        if self.image_token_id is None:
+            raise ValueError("without a tokenizer that knows <image>, pass image_attention_mask")
+        return media_locations(input_ids, self.image_token_id, num_images, self.cfg.eos_token_id)
+
+    def _stack_features(
+        self, input_ids: torch.Tensor, features: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
+        """Per-image states in token order -> [B, N * tokens_per_image, Dv] (short rows padded), N."""
+        counts = (input_ids == self.image_token_id).sum(1)
+        if int(counts.sum()) != len(features):
+            raise ValueError(f"{int(counts.sum())} <image> tokens but {len(features)} image features")
+        states = _pad_images(torch.stack(features), counts)  # [B, N, tokens_per_image, Dv]
+        return states.flatten(1, 2), states.shape[1]
+
+    # --- continuous batching: what generation/engine.py asks of a cross-attention model ---
+
+    def image_features(self, pixel_values: torch.Tensor, **unused) -> list[torch.Tensor]:
+        """[n, 3, S, S] -> one [tokens_per_image, Dv] state per image (what a feature cache keeps)."""
+        return list(self.media_states(pixel_values[:, None]))
+
+    def decode_media(self, ids: list[int], image_features: list[torch.Tensor]) -> torch.Tensor | None:
+        """What a request's generated tokens cross-attend to: the images its prompt's last token sees
+        (the latest one; none after an end-of-document token), [k, tokens_per_image, Dv] or None."""
+        if not image_features:
+            return None
+        device = image_features[0].device
+        row = self._media_locations(torch.tensor([ids], device=device), len(image_features))[0, -1]
+        seen = [f for f, sees in zip(image_features, row.tolist()) if sees]
+        return torch.stack(seen) if seen else None
+
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache,
+        media: list[torch.Tensor | None],
+    ) -> torch.Tensor:
+        """Logits [B, V] of one new token per row (input_ids [B, 1]), row b reading media[b] (from
+        decode_media; None: no image, so no cross-attention term). Rows' image axes are padded."""
+        K = max((m.shape[0] for m in media if m is not None), default=0)
+        kw = {}
+        if K:
+            first = next(m for m in media if m is not None)
+            states = first.new_zeros(len(media), K, *first.shape[1:])  # [B, K, tokens_per_image, Dv]
+            sees = torch.zeros(len(media), 1, K, dtype=torch.bool, device=states.device)
+            for b, m in enumerate(media):
+                if m is not None:
+                    states[b, : len(m)], sees[b, :, : len(m)] = m, True
+            kw = {"media": states.flatten(1, 2), "image_attention_mask": sees}
+        out = self(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kw
+        )
+        return out.logits[:, -1]
 
 
 def _pad_images(pixels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

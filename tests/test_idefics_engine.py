@@ -1,0 +1,170 @@
+"""IDEFICS v1 through the continuous-batching engine and the server: images are not in the token
+stream but read by gated cross-attention, so each slot keeps the image states its generated tokens
+read. Batched greedy must equal `model.chat` one by one with 0, 1 and 3 images per row in one batch,
+whether the requests arrive together or one after another; a repeated image skips the vision tower."""
+
+import base64
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vislang
+from idefics_tiny import idefics_folder
+from vislang.generation.engine import Engine
+
+WORDS = "what is in the picture ? a red circle blue square describe it hello and".split()
+IMAGES_PER_ROW = (0, 1, 3)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine_idefics")
+    idefics_folder(path, resampler=True, interval=1, alpha_type="vector")  # random non-zero gates
+    return vislang.load(path)
+
+
+def picture(seed):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (24 + 5 * seed, 33, 3), dtype=np.uint8))
+
+
+def conversation(i, n_images=None):
+    """Row i: n images (cycling 0, 1, 3), text before, between and after them."""
+    n = IMAGES_PER_ROW[i % 3] if n_images is None else n_images
+    rng = np.random.default_rng(100 + i)
+    say = lambda k: " ".join(rng.choice(WORDS, k))  # noqa: E731
+    content = [{"type": "text", "text": say(2)}]
+    for j in range(n):
+        content += [{"type": "image", "image": picture(10 * i + j)}, {"type": "text", "text": say(1 + j)}]
+    return [{"role": "user", "content": content}]
+
+
+def requests(n=6):
+    return [(conversation(i), dict(max_new_tokens=4 + 2 * i, min_new_tokens=4 + 2 * i)) for i in range(n)]
+
+
+def alone(model, reqs):
+    return [model.chat(msgs, **kw).token_ids for msgs, kw in reqs]
+
+
+def test_images_change_the_answer(model):
+    """The referee is sensitive: the same text with the images dropped decodes differently."""
+    msgs, kw = requests()[2]  # three images
+    text_only = [{"role": "user", "content": [p for p in msgs[0]["content"] if p["type"] == "text"]}]
+    assert model.chat(msgs, **kw).token_ids != model.chat(text_only, **kw).token_ids
+
+
+def arriving_together(engine, n):
+    """Admit nothing until n requests are queued (or some are running), as if they came at once."""
+    admit = engine._admit
+    engine._admit = lambda: admit() if engine.waiting.qsize() >= n or any(engine.slots) else None
+
+
+def test_batched_greedy_equals_one_by_one(model, monkeypatch):
+    reqs = requests()
+    want = alone(model, reqs)
+    prefills = []
+    forward = model.forward
+
+    def counted(*args, **kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefills.append(int((kwargs["input_ids"] == model.image_token_id).sum(1).max()))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counted)
+    with Engine(model, max_batch=3, max_len=256) as engine:
+        arriving_together(engine, len(reqs))
+        together = [h.result(60).token_ids for h in [engine.submit(m, **kw) for m, kw in reqs]]
+    assert together == want
+    assert [len(t) for t in together] == [4 + 2 * i for i in range(6)]
+    assert prefills[0] == 3  # the first three (0, 1 and 3 images) in one padded prefill
+
+
+def test_staggered_arrivals_equal_one_by_one(model):
+    """Requests joining a batch already decoding, in slots others left (rows move when slots compact)."""
+    reqs = requests()
+    want = alone(model, reqs)
+    with Engine(model, max_batch=4, max_len=256) as engine:
+        handles = []
+        for msgs, kw in reqs:
+            handles.append(engine.submit(msgs, logprobs=0, **kw))  # logprobs: to see tokens arrive
+            while not handles[-1].token_logprobs:  # its first token, before the next one arrives
+                time.sleep(0.005)
+        got = [h.result(60).token_ids for h in handles]
+    assert got == want
+
+
+def test_same_prompt_twice_shares_its_prefill(model):
+    msgs, kw = requests()[1]
+    want = model.chat(msgs, **kw).token_ids
+    with Engine(model, max_batch=3, max_len=256) as engine:
+        arriving_together(engine, 3)
+        handles = [engine.submit(msgs, **kw) for _ in range(2)]
+        handles.append(engine.submit(conversation(5), max_new_tokens=3))
+        got = [h.result(60) for h in handles]
+    assert got[0].token_ids == got[1].token_ids == want
+    assert got[1].cached["prefix_tokens"] == got[1].usage["prompt_tokens"]  # the copy of the first's KV
+
+
+def test_repeated_image_hits_the_feature_cache(model):
+    image = picture(99)
+
+    def ask(before, after):
+        content = [{"type": "text", "text": before}, {"type": "image", "image": image}]
+        return [{"role": "user", "content": content + [{"type": "text", "text": after}]}]
+
+    convs = [ask("hello", "what is it ?"), ask("a", "describe it"), ask("hello", "describe it")]
+    want = [model.chat(m, max_new_tokens=5).token_ids for m in convs]
+    with Engine(model, max_batch=2, max_len=256) as engine:
+        done = [engine.generate(m, max_new_tokens=5) for m in convs]
+        assert engine.features.hits == 2 and len(engine.features) == 1
+    assert [d.token_ids for d in done] == want
+    assert [d.cached["image_features"] for d in done] == [0, 1, 1]
+    assert all(d.cached["prefix_tokens"] == 0 for d in done)  # no prefix cache for cross-attention
+
+
+def test_decode_reads_only_the_image_the_prompt_ends_on(model):
+    feats = [torch.full((3, 24), float(k)) for k in range(3)]
+    tok = model.tokenizer
+    ids = tok.encode("a <image> b <image> c <image> d", add_special_tokens=False)
+    assert model.decode_media(ids, feats).tolist() == feats[2][None].tolist()
+    cut = ids + [model.cfg.eos_token_id, tok.token_to_id("a")]  # an end of document: no image after it
+    assert model.decode_media(cut, feats) is None
+    assert model.decode_media(ids, []) is None
+
+
+def png_url(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_chat_completion_through_the_server(model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from vislang.serve.app import ServerSettings, create_app
+
+    image, question = picture(7), "what is in the picture ?"
+    want = model.chat(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": image}, {"type": "text", "text": question}],
+            }
+        ],
+        max_new_tokens=6,
+    )
+    app = create_app(model, ServerSettings(model_name="idefics", max_batch=2, max_len=256))
+    parts = [{"type": "image_url", "image_url": {"url": png_url(image)}}, {"type": "text", "text": question}]
+    body = {"model": "idefics", "messages": [{"role": "user", "content": parts}], "max_tokens": 6}
+    with TestClient(app) as http:
+        r = http.post("/v1/chat/completions", json={**body, "temperature": 0})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["choices"][0]["message"]["content"] == want.text
+    assert out["usage"]["completion_tokens"] == want.usage["completion_tokens"]
+    app.state.engine.shutdown()
