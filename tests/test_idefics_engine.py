@@ -84,6 +84,23 @@ def test_batched_greedy_equals_one_by_one(model, monkeypatch):
     assert prefills[0] == 3  # the first three (0, 1 and 3 images) in one padded prefill
 
 
+def test_decoded_logprobs_equal_a_full_forward(model):
+    """Numbers, not only argmaxes: every token decoded in a batch of rows with 0, 1 and 3 images has
+    the log-probability one uncached forward over prompt and answer gives it."""
+    reqs = requests(3)
+    with Engine(model, max_batch=3, max_len=256) as engine:
+        arriving_together(engine, 3)
+        done = [h.result(60) for h in [engine.submit(m, logprobs=0, **kw) for m, kw in reqs]]
+    for (msgs, _), d in zip(reqs, done):
+        ids, inputs = model.build_prompt(msgs)
+        full = torch.tensor([ids + d.token_ids[:-1]])
+        with torch.inference_mode():
+            logp = model(input_ids=full, **inputs).logits[0, len(ids) - 1 :].log_softmax(-1)
+        want = logp.gather(-1, torch.tensor(d.token_ids)[:, None])[:, 0]
+        got = torch.tensor([e["logprob"] for e in d.logprobs])
+        assert (got - want).abs().max() <= 1e-4
+
+
 def test_staggered_arrivals_equal_one_by_one(model):
     """Requests joining a batch already decoding, in slots others left (rows move when slots compact)."""
     reqs = requests()
