@@ -224,3 +224,18 @@ def test_a_real_chat_model_reads_both_layouts_through_the_engine(tmp_path):
         for layout in ("turns", "interleaved"):
             result = evaluate_icl(runner, tasks="colors", shots=(0, 4), n=2, progress=False, layout=layout)
             assert [result["tasks"]["colors"][k]["n"] for k in (0, 4)] == [2, 2]
+
+
+def test_cli_runs_the_suite_and_writes_json(tmp_path, monkeypatch, capsys):
+    import json
+
+    from vislang.cli import main
+    from vislang.eval import cli
+
+    monkeypatch.setattr(cli, "load_models", lambda args: {"learner": ColorLearner()})
+    out = tmp_path / "icl.json"
+    argv = ["eval", "icl", "--tasks", "colors", "--shots", "0,8", "--n", "12", "--json", str(out)]
+    assert main(argv) == 0
+    assert "learner" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["tasks"]["colors"]["8"]["accuracy"] == 1.0  # JSON keys: k as text

@@ -4,6 +4,7 @@ vislang eval world --model default --families scene,fashion,digits --n 500 --out
 vislang eval robustness --model default --shifts jpeg,blur,mirror --n 500 --report out/report.html
 vislang eval pope --endpoint http://localhost:8000/v1 --endpoint-model qwen2-vl --n 100
 vislang eval dataset my_vqa.jsonl --model default --metric vqa
+vislang eval icl --model default --shots 0,1,2,4 --n 200
 
 Models: --model (a checkpoint folder or "default", repeatable) and --endpoint URL --endpoint-model NAME
 (any OpenAI-compatible server, repeatable); several models give side-by-side columns.
@@ -162,6 +163,39 @@ def cmd_eval_dataset(args) -> int:
     return 0
 
 
+def cmd_eval_icl(args) -> int:
+    from .icl import evaluate_icl, format_icl
+
+    for name, model in load_models(args).items():
+        result = evaluate_icl(
+            model,
+            tasks=args.tasks,
+            shots=args.shots,
+            n=args.n,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            layout=args.layout,
+            max_new_tokens=args.max_new_tokens,
+        )
+        print(f"== {name}\n{format_icl(result)}")
+        if args.json:
+            path = Path(args.json)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1, default=str))
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
     parser.add_argument("--model", action="append", help="'default' or a checkpoint folder (repeatable)")
     parser.add_argument("--endpoint", action="append", help="an OpenAI-compatible base URL ending in /v1")
@@ -216,6 +250,18 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     pope.add_argument("--n", type=positive_int, default=100, help="images")
     add_output_arguments(pope)
     pope.set_defaults(func=cmd_eval_pope)
+
+    icl = sub.add_parser("icl", help="in-context learning: labels defined only by k examples in the prompt")
+    add_model_arguments(icl)
+    icl.add_argument(
+        "--tasks", type=lambda t: tuple(x for x in t.split(",") if x), default=("colors", "garments")
+    )
+    icl.add_argument("--shots", type=_ints, default=(0, 1, 2, 4), help="comma-separated k")
+    icl.add_argument("--n", type=positive_int, default=200, help="queries per task and k")
+    icl.add_argument("--layout", choices=("turns", "interleaved"), default="turns")
+    icl.add_argument("--max-new-tokens", type=positive_int, default=8)
+    icl.add_argument("--json", default=None, help="write the result as JSON here")
+    icl.set_defaults(func=cmd_eval_icl)
 
     dataset = sub.add_parser("dataset", help="a local VQA-style file: JSONL, CSV, parquet or arrow")
     dataset.add_argument("path", help="the dataset file")
