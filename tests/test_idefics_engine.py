@@ -21,10 +21,15 @@ IMAGES_PER_ROW = (0, 1, 3)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("engine_idefics")
     idefics_folder(path, resampler=True, interval=1, alpha_type="vector")  # random non-zero gates
-    return vislang.load(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return vislang.load(folder)
 
 
 def picture(seed):
@@ -160,7 +165,8 @@ def png_url(image):
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def test_chat_completion_through_the_server(model, tmp_path):
+def test_chat_completion_through_the_server(model, folder):
+    """As `vislang serve --model FOLDER` runs it: fused decoder weights, the engine, the OpenAI route."""
     from fastapi.testclient import TestClient
 
     from vislang.serve.app import ServerSettings, create_app
@@ -175,12 +181,15 @@ def test_chat_completion_through_the_server(model, tmp_path):
         ],
         max_new_tokens=6,
     )
-    app = create_app(model, ServerSettings(model_name="idefics", max_batch=2, max_len=256))
+    served = vislang.load(folder, fuse=True)
+    assert any(type(m).__name__ == "PackedLinear" for m in served.language_model.modules())
+    app = create_app(served, ServerSettings(model_name="idefics", max_batch=2, max_len=256))
     parts = [{"type": "image_url", "image_url": {"url": png_url(image)}}, {"type": "text", "text": question}]
     body = {"model": "idefics", "messages": [{"role": "user", "content": parts}], "max_tokens": 6}
     with TestClient(app) as http:
         r = http.post("/v1/chat/completions", json={**body, "temperature": 0})
     assert r.status_code == 200, r.text
+    assert want.text and want.usage["completion_tokens"] == 6
     out = r.json()
     assert out["choices"][0]["message"]["content"] == want.text
     assert out["usage"]["completion_tokens"] == want.usage["completion_tokens"]

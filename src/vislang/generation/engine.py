@@ -191,7 +191,8 @@ def padding_groups(runs: list, waste: float = 0.25, slack: int = 64) -> list[lis
 
 
 class Engine:
-    """Continuous batching over a ChatMixin model (the default model, LLaVA, LLaVA-NeXT)."""
+    """Continuous batching over a ChatMixin model (the default model, LLaVA, LLaVA-NeXT, Qwen2-VL,
+    IDEFICS)."""
 
     def __init__(
         self,
@@ -516,9 +517,8 @@ class Engine:
             media = [run.media for run in runs]
             logits = self.model.decode_step(tokens, mask, positions, self.cache, media)
         else:
-            logits = self.lm(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self.cache)[
-                :, -1
-            ]
+            out = self.lm(input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self.cache)
+            logits = out[:, -1]
         for i, run in enumerate(runs):
             self._accept(run, self._sample(run, logits[i : i + 1]))
 
