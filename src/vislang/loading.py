@@ -62,8 +62,12 @@ def _load(path, dtype):
     model_type = hf.get("model_type")
     if model_type == "vislang_default":
         return load_default(path)
+    if model_type == "vislang_flamingo":
+        from .models.flamingo import load_flamingo
+
+        return load_flamingo(path)
     if model_type not in MODEL_TYPES:
-        supported = ", ".join(sorted([*MODEL_TYPES, "vislang_default"]))
+        supported = ", ".join(sorted([*MODEL_TYPES, "vislang_default", "vislang_flamingo"]))
         raise UnsupportedModelError(
             f"{path}: model_type {model_type!r} is not supported; supported: {supported}"
         )

@@ -3,6 +3,7 @@
 from ..config import ClipConfig, IdeficsConfig, LlavaConfig, Qwen2VLConfig
 from .chat import Reply
 from .clip import Clip
+from .flamingo import Flamingo
 from .idefics import Idefics
 from .llava import Llava
 from .llava_next import LlavaNext
@@ -18,4 +19,4 @@ MODEL_TYPES = {
     "idefics": (IdeficsConfig, Idefics),
 }
 
-__all__ = ["MODEL_TYPES", "Clip", "Idefics", "Llava", "LlavaNext", "Qwen2VL", "Reply"]
+__all__ = ["MODEL_TYPES", "Clip", "Flamingo", "Idefics", "Llava", "LlavaNext", "Qwen2VL", "Reply"]

@@ -69,7 +69,8 @@ class Resampler(nn.Module):
     def __init__(self, cfg: FlamingoConfig):
         super().__init__()
         self.proj = nn.Linear(cfg.vision_dim, cfg.text_dim)
-        self.time_embed = nn.Parameter(torch.zeros(cfg.max_frames, cfg.text_dim))
+        # small random rather than zero: frame order matters from the first step
+        self.time_embed = nn.Parameter(0.02 * torch.randn(cfg.max_frames, cfg.text_dim))
         self.perceiver = PerceiverResampler(
             cfg.text_dim,
             cfg.resampler_depth,

@@ -24,15 +24,17 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from ..data.interleaved import INTERLEAVED, interleave, turn_count
 from ..data.stream import MixtureDataset
 from ..data.world import WorldConfig, generate_sample
 from ..errors import VislangError
 from ..models import default_qwen
 from ..models.default import WEIGHTS, DefaultConfig, DefaultVLM, assemble
+from ..models.flamingo import Flamingo, build_flamingo
 from . import distributed
 from .chat_data import chat_turns
 from .lora import add_lora
-from .recipe import CHAT, Recipe, Stage
+from .recipe import CHAT, PSEUDO_FAMILIES, Recipe, Stage
 from .report import plot_loss, write_log
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,9 @@ class StageData:
     def __init__(self, recipe: Recipe, index: int, turns: list[dict]):
         self.stage = stage = recipe.stages[index]
         self.seed = recipe.data.seed + 1000 * index  # each stage draws its own world streams
-        world = {f: w for f, w in stage.families.items() if f != CHAT and w > 0}
+        world = {f: w for f, w in stage.families.items() if f not in PSEUDO_FAMILIES and w > 0}
         self.chat_share = stage.families.get(CHAT, 0) / sum(stage.families.values())
+        self.interleaved_share = stage.families.get(INTERLEAVED, 0) / sum(stage.families.values())
         if self.chat_share > 0 and not turns:
             raise VislangError(f"stage {stage.name} asks for chat turns but there are none")
         self.mixture = MixtureDataset(world, stage.steps * stage.samples_per_step, "train", self.seed)
@@ -83,7 +86,8 @@ class StageData:
         qtypes = {f: tuple(q) for f, q in stage.qtypes.items()}
         self.configs = {f: WorldConfig(side, side, stage.paraphrase, qtypes.get(f)) for f in world}
         self.turns = turns
-        self.reads_video = recipe.model.kind == "qwen2vl"  # Qwen2-VL's temporal patches; v0 sees frames
+        # Qwen2-VL's temporal patches and Flamingo's clips read a video as one; v0 sees frames
+        self.reads_video = recipe.model.kind in ("qwen2vl", "flamingo")
 
     def world_sample(self, i: int):
         family = self.mixture.family_of(i)
@@ -91,11 +95,19 @@ class StageData:
 
     def __call__(self, i: int) -> tuple[list[dict], str]:
         draw = np.random.default_rng(np.random.SeedSequence([CHAT_SALT, self.seed, i]))
-        if draw.random() < self.chat_share:
+        u = draw.random()
+        if u < self.chat_share:
             turn = self.turns[int(draw.integers(len(self.turns)))]
             # half the turns carry an unrelated image: an image in the prompt must not derail a text question
             images = self.world_sample(i).images[:1] if draw.random() < 0.5 else []
             return messages_for(images, turn["question"]), turn["answer"]
+        if u < self.chat_share + self.interleaved_share:
+            # answered turns on other samples of the stage first, then sample i asked
+            earlier = [int(draw.integers(len(self.mixture))) for _ in range(turn_count(draw) - 1)]
+            return interleave([self.world_turn(j) for j in [*earlier, i]])
+        return self.world_turn(i)
+
+    def world_turn(self, i: int) -> tuple[list[dict], str]:
         sample = self.world_sample(i)
         video = self.reads_video and sample.family == "video"
         return messages_for(sample.images, sample.question, video), sample.answer
@@ -116,16 +128,20 @@ def build_model(recipe: Recipe):
     the packaged SmolLM2, its tower from stage 1 (the recipe's `tower`) or fresh."""
     if recipe.model.kind == "qwen2vl":
         return default_qwen.build_default(recipe.model.tower, seed=recipe.data.seed)
+    if recipe.model.kind == "flamingo":
+        return build_flamingo(seed=recipe.data.seed)
     return assemble(DefaultConfig(merge=recipe.model.merge), seed=recipe.data.seed)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """What training changes, the part a checkpoint holds."""
-    return model.trainable_state() if isinstance(model, DefaultVLM) else default_qwen.trained_state(model)
+    if isinstance(model, DefaultVLM | Flamingo):
+        return model.trainable_state()
+    return default_qwen.trained_state(model)
 
 
 def save_trained(model, path: Path) -> None:
-    if isinstance(model, DefaultVLM):
+    if isinstance(model, DefaultVLM | Flamingo):
         model.save_trained(path)
     else:
         default_qwen.save_default(model, path)
@@ -133,6 +149,9 @@ def save_trained(model, path: Path) -> None:
 
 def load_init(model, path: str | Path) -> None:
     """Start from trained weights; adapters the file lacks keep their no-op initialisation."""
+    if isinstance(model, Flamingo):
+        model.load_trained(path)
+        return
     if not isinstance(model, DefaultVLM):
         default_qwen.load_trained(model, path)
         return

@@ -32,6 +32,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.interleaved import INTERLEAVED
 from ..data.world import FAMILIES
 from ..errors import VislangError
 
@@ -41,9 +42,15 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 CHAT = "chat"  # the pseudo-family of text-only turns (see chat_data.py)
+PSEUDO_FAMILIES = (CHAT, INTERLEAVED)  # built from world samples (see data/interleaved.py) or none
 # what each model kind can train: v0 (MobileNetV2 + projector) and v1 (a Qwen2-VL whose language
-# model stays SmolLM2: its tower and merger train)
-TRAINABLE = {"mobilenet": ("projector", "lora"), "qwen2vl": ("vision", "merger")}
+# model stays SmolLM2: its tower and merger train), flamingo (frozen towers: resampler and gated
+# cross-attention blocks train)
+TRAINABLE = {
+    "mobilenet": ("projector", "lora"),
+    "qwen2vl": ("vision", "merger"),
+    "flamingo": ("resampler", "xattn"),
+}
 TRAINABLE_PARTS = tuple(dict.fromkeys(p for parts in TRAINABLE.values() for p in parts))
 # families whose generators keep their question types somewhere other than a module-level QTYPES
 REAL_QTYPES = {"fashion": ("fashion",), "digits": ("digit",)}
@@ -55,7 +62,7 @@ class RecipeError(VislangError, ValueError):
 
 @dataclass
 class ModelSpec:
-    kind: str = "mobilenet"  # or "qwen2vl"
+    kind: str = "mobilenet"  # or "qwen2vl", "flamingo"
     tower: str | None = None  # qwen2vl: a stage-1 tower (safetensors) to start from
     merge: int = 2
     lora_rank: int = 0
@@ -162,19 +169,21 @@ def validate_stage(stage: Stage, where: str, kind: str = "mobilenet") -> None:
     bad = [p for p in stage.train if p not in TRAINABLE[kind]]
     if bad or not stage.train:
         raise RecipeError(f"{where}.train must list parts of {TRAINABLE[kind]} ({kind}), got {stage.train}")
-    unknown = [f for f in stage.families if f not in FAMILIES and f != CHAT]
+    unknown = [f for f in stage.families if f not in FAMILIES and f not in PSEUDO_FAMILIES]
     if unknown:
-        families = ", ".join([*FAMILIES, CHAT])
+        families = ", ".join([*FAMILIES, *PSEUDO_FAMILIES])
         raise RecipeError(f"{where}.families: unknown family {unknown[0]!r}; families: {families}")
     weights = list(stage.families.values())
     if any(not isinstance(w, int | float) or isinstance(w, bool) or w < 0 for w in weights):
         raise RecipeError(f"{where}.families weights must be numbers >= 0, got {stage.families}")
     if sum(weights) <= 0:
         raise RecipeError(f"{where}.families needs a positive weight, got {stage.families}")
-    if stage.families.get(CHAT, 0) > 0 and sum(w for f, w in stage.families.items() if f != CHAT) <= 0:
-        raise RecipeError(f"{where}.families: chat turns need a world family for their images")
+    world = sum(w for f, w in stage.families.items() if f not in PSEUDO_FAMILIES)
+    for pseudo in PSEUDO_FAMILIES:
+        if stage.families.get(pseudo, 0) > 0 and world <= 0:
+            raise RecipeError(f"{where}.families: {pseudo} turns need a world family for their images")
     for family, qtypes in stage.qtypes.items():
-        if family not in stage.families or family == CHAT:
+        if family not in stage.families or family in PSEUDO_FAMILIES:
             raise RecipeError(f"{where}.qtypes: {family!r} is not one of this stage's world families")
         _check_type(qtypes, "list[str]", f"{where}.qtypes.{family}")
         known = known_qtypes(family)
@@ -208,6 +217,8 @@ def parse_recipe(table: dict) -> Recipe:
         raise RecipeError(f"[model].kind must be one of {', '.join(TRAINABLE)}, got {model.kind!r}")
     if model.kind == "qwen2vl" and model.lora_rank:
         raise RecipeError("[model] qwen2vl keeps its language model exactly SmolLM2: lora_rank must be 0")
+    if model.kind == "flamingo" and model.lora_rank:
+        raise RecipeError("[model] flamingo keeps its language model exactly SmolLM2: lora_rank must be 0")
     if model.tower is not None and model.kind != "qwen2vl":
         raise RecipeError("[model].tower is a qwen2vl setting")
     if model.merge < 1 or model.lora_rank < 0:
