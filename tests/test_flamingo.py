@@ -54,9 +54,9 @@ def test_zero_gates_are_smollm2_with_or_without_images(fresh):
         x = torch.tensor([ids])
         with torch.no_grad():
             assert torch.equal(fresh(input_ids=x, **inputs).logits, fresh.language_model(x))
-        new = fresh.generate(x, max_new_tokens=6, **inputs)[0].tolist()
-        assert new == lm_greedy(fresh.language_model, ids, 6)
-    assert fresh.chat(messages, max_new_tokens=6).token_ids == new  # the text-only chat is SmolLM2's
+        new = fresh.generate(x, max_new_tokens=4, **inputs)[0].tolist()
+        assert new == lm_greedy(fresh.language_model, ids, 4)
+    assert fresh.chat(messages, max_new_tokens=4).token_ids == new  # the text-only chat is SmolLM2's
 
 
 def test_clip_frames_are_read_in_order(fresh):
@@ -77,7 +77,7 @@ def stepped(fresh):
     optimizer = make_optimizer(set_trainable(model, PARTS), parse_recipe_stage())
     examples = [(user(s.images, s.question), s.answer) for s in (scene(4), scene(5))]
     batch = model.training_batch(examples)
-    losses = [train_step(model, optimizer, [batch], lr=3e-3) for _ in range(6)]
+    losses = [train_step(model, optimizer, [batch], lr=3e-3) for _ in range(4)]
     return model.eval(), losses
 
 
@@ -89,7 +89,7 @@ def parse_recipe_stage():
 
 def test_steps_lower_the_loss_and_images_start_to_matter(fresh, stepped):
     model, losses = stepped
-    assert losses[-1] < losses[0] - 0.5, losses
+    assert losses[-1] < losses[0] - 0.5, losses  # measured 2.89 -> 1.94
     same = {k: torch.equal(v, fresh.state_dict()[k]) for k, v in model.state_dict().items()}
     assert all(same[k] for k in same if k.startswith(("language_model.", "vision.")))
     assert not any(same[k] for k in same if k.endswith(("alpha_cross_attn", "alpha_dense")))
@@ -139,7 +139,7 @@ def test_saved_folder_reloads_to_equal_logits(stepped, tmp_path):
     )
 
 
-def recipe(steps: int = 3):
+def recipe(steps: int = 2):
     families = {"scene": 0.3, "multi": 0.2, "video": 0.2, "interleaved": 0.3}
     return parse_recipe(
         {
@@ -187,10 +187,10 @@ def test_stage_data_builds_clips_and_interleaved_turns():
 
 def test_training_moves_only_its_parts_and_resumes_exactly(fresh, tmp_path):
     whole = train(recipe(), tmp_path / "whole", model=copy.deepcopy(fresh), progress=False)
-    part = train(recipe(), tmp_path / "part", model=copy.deepcopy(fresh), progress=False, max_steps=2)
+    part = train(recipe(), tmp_path / "part", model=copy.deepcopy(fresh), progress=False, max_steps=1)
     assert not part.finished
     rest = train(recipe(), tmp_path / "part", resume=True, model=copy.deepcopy(fresh), progress=False)
-    assert rest.finished and len(rest.log) == len(whole.log) == 3
+    assert rest.finished and len(rest.log) == len(whole.log) == 2
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(rest.log, whole.log)) <= 1e-6
     before, after = fresh.state_dict(), rest.model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
