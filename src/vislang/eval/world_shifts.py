@@ -27,6 +27,7 @@ from vislang.data.world import palette as P
 from vislang.data.world.paraphrases import ask
 from vislang.data.world.render import background, paint
 from vislang.data.world.scene import MAX_SCENES, Scene, sample_scene
+from vislang.data.world.scene_family import scene_sample as family_sample
 from vislang.data.world.scene_questions import QTYPES, YES_NO, ask_question, choice
 
 from .scene_styles import TEXTURES, outlined, renamed_background, textured_backdrop, wobbled
@@ -78,24 +79,7 @@ def scene_sample(rng: np.random.Generator, qtype: str, recipe: Recipe) -> Sample
     image = recipe.backdrop(scene)
     for obj in scene.objects:
         paint(image, obj.coverage, obj.rgb)
-    meta = {
-        "background": scene.background,
-        "noise_sigma": scene.noise_sigma,
-        "fields": dict(question.fields),
-        "refs": list(question.refs),
-        **question.meta,
-    }
-    return Sample(
-        family="scene",
-        question=text,
-        answer=question.answer,
-        kind=question.kind,
-        qtype=qtype,
-        images=[image],
-        objects=scene.records(),
-        probes=question.probes,
-        meta=meta,
-    )
+    return family_sample(scene, question, qtype, text, image)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,19 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS = "projector.safetensors"
 
 
+def mobilenet_transform(side: int) -> ImageTransform:
+    """ImageNet's normalization on a side x side bicubic resize, no crop: MobileNetV2's input."""
+    return ImageTransform.from_dict(
+        {
+            "size": {"height": side, "width": side},
+            "do_center_crop": False,
+            "resample": 3,
+            "image_mean": list(IMAGENET_MEAN),
+            "image_std": list(IMAGENET_STD),
+        }
+    )
+
+
 @dataclass
 class DefaultConfig:
     model_type: str = "vislang_default"
@@ -73,16 +86,7 @@ class DefaultVLM(ChatMixin, nn.Module):
         self.tokenizer = tokenizer
         # ChatML as SmolLM2 was tuned on; each image becomes the placeholder token and a newline
         self.chat_template = smollm2_chat_template(cfg.image_token + "\n")
-        side = cfg.image_size
-        self.image_transform = ImageTransform.from_dict(
-            {
-                "size": {"height": side, "width": side},
-                "do_center_crop": False,
-                "resample": 3,
-                "image_mean": list(IMAGENET_MEAN),
-                "image_std": list(IMAGENET_STD),
-            }
-        )
+        self.image_transform = mobilenet_transform(cfg.image_size)
 
     @property
     def image_token_id(self) -> int:

@@ -26,11 +26,11 @@ from ..nn import build_mask, positions_from_mask
 from ..nn.masks import CAUSAL
 from ..nn.media_mask import cross_attention_mask, media_locations
 from ..nn.rope import rope_for_heads
-from ..processing import ImageTransform, load_image
+from ..processing import load_image
 from ..processing.chat_template import smollm2_chat_template
 from ..processing.video import load_video
-from ..vision.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from .chat import ChatMixin, Media
+from .default import mobilenet_transform
 from .idefics import MediaCache
 from .output import ModelOutput
 from .splice import answer_loss, next_token_loss
@@ -111,16 +111,7 @@ class Flamingo(ChatMixin, nn.Module):
         self.tokenizer = tokenizer
         # ChatML as SmolLM2 was tuned on; an image or a video is the placeholder and a newline
         self.chat_template = smollm2_chat_template(cfg.image_token + "\n", cfg.image_token + "\n")
-        side = cfg.image_size
-        self.image_transform = ImageTransform.from_dict(
-            {
-                "size": {"height": side, "width": side},
-                "do_center_crop": False,
-                "resample": 3,
-                "image_mean": list(IMAGENET_MEAN),
-                "image_std": list(IMAGENET_STD),
-            }
-        )
+        self.image_transform = mobilenet_transform(cfg.image_size)
 
     @property
     def image_token_id(self) -> int:

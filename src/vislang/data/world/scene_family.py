@@ -38,6 +38,11 @@ def make(rng: np.random.Generator, cfg: WorldConfig, split: str) -> Sample:
     want_yes = bool(rng.random() < 0.5) if qtype in YES_NO else None
     scene, question = scene_and_question(rng, cfg, qtype, want_yes)
     text = ask(qtype, question.fields, rng, cfg.paraphrase)
+    return scene_sample(scene, question, qtype, text, draw_scene(scene))
+
+
+def scene_sample(scene: Scene, question: Question, qtype: str, text: str, image) -> Sample:
+    """The scene family's sample: the drawn scene, the question as worded, its ground truth."""
     meta = {
         "background": scene.background,
         "noise_sigma": scene.noise_sigma,
@@ -51,7 +56,7 @@ def make(rng: np.random.Generator, cfg: WorldConfig, split: str) -> Sample:
         answer=question.answer,
         kind=question.kind,
         qtype=qtype,
-        images=[draw_scene(scene)],
+        images=[image],
         objects=scene.records(),
         probes=question.probes,
         meta=meta,
