@@ -233,11 +233,11 @@ def evaluate_robustness(
 
 
 def summary_table(result: dict) -> list[dict]:
-    """Per shift and model: clean accuracy, the worst severity's accuracy and the drop (points)."""
+    """Per shift and model: clean accuracy, the most severe level's accuracy and the drop."""
     table = []
     for entry in result["shifts"]:
         for name, curve in entry["results"].items():
-            worst = min(curve[1:], key=lambda r: 2.0 if r["accuracy"] is None else r["accuracy"])
+            worst = curve[-1]  # the most severe level, as the report's table reads it
             table.append(
                 {
                     "shift": entry["name"],
