@@ -99,8 +99,16 @@ def test_decoded_logprobs_equal_a_full_forward(model):
     for (msgs, _), d in zip(reqs, done):
         ids, inputs = model.build_prompt(msgs)
         full = torch.tensor([ids + d.token_ids[:-1]])
+        # generated tokens read the image the prompt's last token saw (transformers' generate does the
+        # same), even a generated token that happens to be <image> or end-of-document: so the
+        # referee's mask repeats the prompt's last row over the answer instead of re-deriving it
+        n = int((torch.tensor(ids) == model.image_token_id).sum())
+        prompt_rows = model._media_locations(torch.tensor([ids]), n)
+        answer_rows = prompt_rows[:, -1:].expand(1, full.shape[1] - len(ids), n)
+        sees = torch.cat([prompt_rows, answer_rows], dim=1)
         with torch.inference_mode():
-            logp = model(input_ids=full, **inputs).logits[0, len(ids) - 1 :].log_softmax(-1)
+            out = model(input_ids=full, image_attention_mask=sees, **inputs)
+            logp = out.logits[0, len(ids) - 1 :].log_softmax(-1)
         want = logp.gather(-1, torch.tensor(d.token_ids)[:, None])[:, 0]
         got = torch.tensor([e["logprob"] for e in d.logprobs])
         assert (got - want).abs().max() <= 1e-4
