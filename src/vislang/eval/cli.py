@@ -71,14 +71,18 @@ def load_models(args) -> dict[str, object]:
     return models
 
 
+def write_json(result: dict, path: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def write_outputs(result: dict, args) -> None:
     from .html_report import to_json_safe, write_html
 
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(to_json_safe(result), indent=1))
-        print(f"wrote {path}", file=sys.stderr)
+        write_json(to_json_safe(result), args.json)
     if args.report:
         print(f"wrote {write_html(result, args.report)}", file=sys.stderr)
 
@@ -179,10 +183,7 @@ def cmd_eval_icl(args) -> int:
         )
         print(f"== {name}\n{format_icl(result)}")
         if args.json:
-            path = Path(args.json)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=1, default=str))
-            print(f"wrote {path}", file=sys.stderr)
+            write_json(result, args.json)
     return 0
 
 

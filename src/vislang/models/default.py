@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..connect import MLPProjector
+from ..errors import CheckpointError
 from ..processing import ImageTransform
 from ..processing.chat_template import smollm2_chat_template
 from ..vision.mobilenet import IMAGENET_MEAN, IMAGENET_STD
@@ -28,6 +29,25 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS = "projector.safetensors"
+
+
+def save_trained_part(model, path: str | Path, weights: str, dtype: torch.dtype) -> None:
+    """A model whose towers come from packages: config.json names them, `weights` holds the rest
+    (model.trainable_state())."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(asdict(model.cfg), indent=2) + "\n")
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.trainable_state().items()}
+    save_file(state, str(path / weights), metadata={"format": "pt"})
+
+
+def load_trained_part(model, path: str | Path, weights: str) -> None:
+    state = load_file(str(Path(path) / weights))
+    own = model.trainable_state()
+    if set(state) != set(own):
+        odd = sorted(set(state) ^ set(own))[:5]
+        raise CheckpointError(f"trained weights in {path} do not fit the model: {odd}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
 
 def mobilenet_transform(side: int) -> ImageTransform:
@@ -139,18 +159,10 @@ class DefaultVLM(ChatMixin, nn.Module):
 
     def save_trained(self, path: str | Path, dtype: torch.dtype = torch.bfloat16) -> None:
         """config.json and the trained weights: a few MB, the only part of the model vislang ships."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
-        state = {k: v.detach().to(dtype).contiguous() for k, v in self.trainable_state().items()}
-        save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
+        save_trained_part(self, path, WEIGHTS, dtype)
 
     def load_trained(self, path: str | Path) -> None:
-        state = load_file(str(Path(path) / WEIGHTS))
-        own = self.trainable_state()
-        if set(state) != set(own):
-            raise ValueError(f"trained weights in {path} do not fit: {sorted(set(state) ^ set(own))[:5]}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        load_trained_part(self, path, WEIGHTS)
 
 
 def assemble(cfg: DefaultConfig, seed: int | None = None) -> DefaultVLM:

@@ -12,11 +12,10 @@ only what vislang trains (resampler, time embeddings, cross-attention blocks).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..connect.gated_xattn import GatedCrossAttentionBlock
@@ -30,7 +29,7 @@ from ..processing import load_image
 from ..processing.chat_template import smollm2_chat_template
 from ..processing.video import load_video
 from .chat import ChatMixin, Media
-from .default import mobilenet_transform
+from .default import load_trained_part, mobilenet_transform, save_trained_part
 from .idefics import MediaCache
 from .output import ModelOutput
 from .splice import answer_loss, next_token_loss
@@ -237,19 +236,10 @@ class Flamingo(ChatMixin, nn.Module):
 
     def save_trained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
         """config.json and the trained weights; both towers are named, not stored."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
-        state = {k: v.detach().to(dtype).contiguous() for k, v in self.trainable_state().items()}
-        save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
+        save_trained_part(self, path, WEIGHTS, dtype)
 
     def load_trained(self, path: str | Path) -> None:
-        state = load_file(str(Path(path) / WEIGHTS))
-        own = self.trainable_state()
-        if set(state) != set(own):
-            odd = sorted(set(state) ^ set(own))[:5]
-            raise CheckpointError(f"trained weights in {path} do not fit the model: {odd}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        load_trained_part(self, path, WEIGHTS)
 
 
 def build_flamingo(cfg: FlamingoConfig | None = None, seed: int | None = None) -> Flamingo:
