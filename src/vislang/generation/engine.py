@@ -11,10 +11,11 @@ Prompts are tokenized and images decoded in the caller's thread, so bad input fa
 and never reaches the model thread. A repeated image skips the vision tower (feature cache) and,
 when the conversation up to it is the same, the prefill of everything up to it (prefix cache).
 
-A model whose text reads images through cross-attention instead of in its token stream (IDEFICS)
-implements two hooks: `decode_media(ids, image_features)`, what a request's generated tokens read
-(kept with its slot), and `decode_step(tokens, mask, positions, cache, media)`, one decode step
-whose rows read their own. Its prefill takes the cached features like any model's; it has no
+A model whose text reads images through cross-attention instead of in its token stream (IDEFICS,
+vislang's Flamingo; see models/cross_media.py) implements two hooks: `decode_media(ids,
+image_features)`, what a request's generated tokens read (kept with its slot), and
+`decode_step(tokens, mask, positions, cache, media)`, one decode step whose rows read their own.
+Its prefill takes the cached features like any model's; it has no
 prefix cache (a prompt's tail would need the images too).
 """
 

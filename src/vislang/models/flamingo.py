@@ -27,8 +27,9 @@ from ..nn.media_mask import cross_attention_mask, media_locations
 from ..nn.rope import rope_for_heads
 from ..processing import load_image
 from ..processing.chat_template import smollm2_chat_template
-from ..processing.video import load_video
+from ..processing.video import Video, load_video
 from .chat import ChatMixin, Media
+from .cross_media import CrossMediaMixin
 from .default import load_trained_part, mobilenet_transform, save_trained_part
 from .idefics import MediaCache
 from .output import ModelOutput
@@ -92,7 +93,7 @@ class Resampler(nn.Module):
         return torch.stack(out)
 
 
-class Flamingo(ChatMixin, nn.Module):
+class Flamingo(CrossMediaMixin, ChatMixin, nn.Module):
     def __init__(self, cfg: FlamingoConfig, vision: nn.Module, language_model: nn.Module, tokenizer):
         super().__init__()
         self.cfg = cfg
@@ -139,14 +140,14 @@ class Flamingo(ChatMixin, nn.Module):
             grid = self.vision.features(pixel_values)  # [F, 1280, 7, 7]
         return self.resampler(grid.flatten(2).transpose(1, 2), frame_counts)
 
-    def media_states(self, latents: torch.Tensor, per_row: list[int]) -> torch.Tensor:
-        """[media, L, D] in order -> [B, max per row * L, D]; rows with fewer media padded with zeros
-        that no token's mask lets it see."""
-        M, L, D = latents.shape
-        out = latents.new_zeros(len(per_row), max(1, max(per_row)), L, D)
-        for b, rows in enumerate(latents.split(per_row)):
-            out[b, : len(rows)] = rows
-        return out.flatten(1, 2)
+    def _media_locations(self, input_ids: torch.Tensor, num_media: int) -> torch.Tensor:
+        return media_locations(input_ids, self.image_token_id, num_media)
+
+    def image_features(self, pixel_values: torch.Tensor, frame_counts=None, **unused) -> list[torch.Tensor]:
+        """The frames of one or more media -> one [n_latents, D] state per medium: what the engine's
+        feature cache keeps."""
+        counts = [1] * len(pixel_values) if frame_counts is None else frame_counts.tolist()
+        return list(self.media_latents(pixel_values, counts))
 
     def forward(
         self,
@@ -157,36 +158,45 @@ class Flamingo(ChatMixin, nn.Module):
         labels: torch.Tensor | None = None,
         cache: MediaCache | None = None,
         last_only: bool = False,
+        position_ids: torch.Tensor | None = None,
+        image_features: list[torch.Tensor] | None = None,
+        media: torch.Tensor | None = None,
+        image_attention_mask: torch.Tensor | None = None,
         **unused,
     ) -> ModelOutput:
         """pixel_values [F, 3, S, S]: the frames of every medium of the batch in order of appearance;
         frame_counts [media]: frames per medium (all ones, or none given, for images). Each medium has
-        one placeholder token in input_ids."""
+        one placeholder token in input_ids. Instead of pixels: image_features, one [n_latents, D]
+        state per medium in placeholder order (cached ones), or media [B, N * n_latents, D] with its
+        image_attention_mask [B, T, N] (a continuous batch's decode step)."""
         lm = self.language_model
         x = lm.embed_tokens(input_ids)  # [B, T, D]
         B, T, _ = x.shape
         past = cache.length if cache is not None else 0
-        media = mask = gate = None
-        if pixel_values is not None and pixel_values.numel() > 0:
+        rows = None
+        if media is None and not image_features and pixel_values is not None and pixel_values.numel() > 0:
             counts = [1] * len(pixel_values) if frame_counts is None else frame_counts.tolist()
-            per_row = (input_ids == self.image_token_id).sum(1).tolist()
-            if sum(per_row) != len(counts):
-                raise VislangError(
-                    f"the prompt has {sum(per_row)} media placeholders but {len(counts)} media were given"
-                )
-            media = self.media_states(self.media_latents(pixel_values, counts), per_row)
-            rows = media_locations(input_ids, self.image_token_id, max(1, max(per_row)))  # [B, T, N]
-        elif cache is not None and cache.media is not None:  # decoding: the last prompt token's medium
+            image_features = list(self.media_latents(pixel_values, counts))
+        if media is None and image_features:
+            try:
+                media, N = self.stack_media(input_ids, image_features)
+            except ValueError as e:
+                raise VislangError(str(e)) from None
+            rows = self._media_locations(input_ids, N)  # [B, T, N]
+        elif media is None and isinstance(cache, MediaCache) and cache.media is not None:  # decoding
             media, rows = cache.media, cache.media_row.expand(B, T, -1)
+        if media is not None and image_attention_mask is not None:  # a caller's own mask wins
+            rows = image_attention_mask[:, -T:]
+        mask = gate = None
         if media is not None:
             mask, gate = cross_attention_mask(rows, self.cfg.n_latents, x.dtype)
-            if cache is not None:
+            if isinstance(cache, MediaCache):  # a plain cache's slot views keep no media
                 cache.media, cache.media_row = media, rows[:, -1:]
 
         # SmolLM2's own forward, with a gated block before every cross_every-th layer
         if attention_mask is None:
             attention_mask = torch.ones(B, past + T, dtype=torch.long, device=x.device)
-        positions = positions_from_mask(attention_mask)[:, past:]
+        positions = positions_from_mask(attention_mask)[:, past:] if position_ids is None else position_ids
         if past == 0 and lm.cfg.window is None and T > 1 and bool(attention_mask.all()):
             self_mask = CAUSAL
         else:
@@ -215,12 +225,14 @@ class Flamingo(ChatMixin, nn.Module):
         max_frames = int(media.options.get("max_frames", self.cfg.max_frames))
         if max_frames > self.cfg.max_frames:
             raise VislangError(f"max_frames {max_frames} is over this model's {self.cfg.max_frames}")
+        if isinstance(media.source, Video):
+            return media
         video = load_video(media.source, fps=media.options.get("fps", 2.0), max_frames=max_frames)
-        return Media("video", video.frames, media.options)
+        return Media("video", video, media.options)
 
     def prepare_media(self, media: list[Media]) -> tuple[dict, list[int]]:
         """Every frame in order, and how many each medium has; one placeholder token a medium."""
-        frames = [[m.source] if m.kind == "image" else list(m.source) for m in media]
+        frames = [[m.source] if m.kind == "image" else _frames(m.source) for m in media]
         pixels = self.image_transform.batch([f for clip in frames for f in clip])
         return {"pixel_values": pixels, "frame_counts": torch.tensor([len(c) for c in frames])}, [1] * len(
             media
@@ -240,6 +252,11 @@ class Flamingo(ChatMixin, nn.Module):
 
     def load_trained(self, path: str | Path) -> None:
         load_trained_part(self, path, WEIGHTS)
+
+
+def _frames(video) -> list:
+    """A loaded Video's frames, or a list of frames a caller made (training data does)."""
+    return list(video.frames if isinstance(video, Video) else video)
 
 
 def build_flamingo(cfg: FlamingoConfig | None = None, seed: int | None = None) -> Flamingo:

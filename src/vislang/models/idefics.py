@@ -19,6 +19,7 @@ from ..nn.rope import rope_for_heads
 from ..text import Decoder
 from ..vision import VisionTransformer
 from .chat import ChatMixin
+from .cross_media import CrossMediaMixin, pad_media
 from .output import ModelOutput
 from .pretrained import PretrainedMixin
 from .splice import next_token_loss
@@ -41,7 +42,7 @@ class MediaCache(KVCache):
     media_row: torch.Tensor | None = None  # [B, 1, N]
 
 
-class Idefics(ChatMixin, PretrainedMixin, nn.Module):
+class Idefics(CrossMediaMixin, ChatMixin, PretrainedMixin, nn.Module):
     ARCHITECTURE = "IdeficsForVisionText2Text"
     fallback_chat_template = IDEFICS_CHAT_TEMPLATE
 
@@ -128,10 +129,10 @@ class Idefics(ChatMixin, PretrainedMixin, nn.Module):
         if media is not None:  # states and mask given (a continuous batch's decode step)
             N = image_attention_mask.shape[-1]
         elif image_features:
-            media, N = self._stack_features(input_ids, image_features)
+            media, N = self.stack_media(input_ids, image_features)
         elif pixel_values is not None and pixel_values.numel() > 0:
             if image_counts is not None:
-                pixel_values = _pad_images(pixel_values, image_counts)
+                pixel_values = pad_media(pixel_values, image_counts.tolist())
             media = self.media_states(pixel_values)
             N = pixel_values.shape[1]
         elif isinstance(cache, MediaCache) and cache.media is not None:  # decoding: the prompt's images
@@ -180,62 +181,8 @@ class Idefics(ChatMixin, PretrainedMixin, nn.Module):
             raise ValueError("without a tokenizer that knows <image>, pass image_attention_mask")
         return media_locations(input_ids, self.image_token_id, num_images, self.cfg.eos_token_id)
 
-    def _stack_features(
-        self, input_ids: torch.Tensor, features: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, int]:
-        """Per-image states in token order -> [B, N * tokens_per_image, Dv] (short rows padded), N."""
-        counts = (input_ids == self.image_token_id).sum(1)
-        if int(counts.sum()) != len(features):
-            raise ValueError(f"{int(counts.sum())} <image> tokens but {len(features)} image features")
-        states = _pad_images(torch.stack(features), counts)  # [B, N, tokens_per_image, Dv]
-        return states.flatten(1, 2), states.shape[1]
-
     # --- continuous batching: what generation/engine.py asks of a cross-attention model ---
 
     def image_features(self, pixel_values: torch.Tensor, **unused) -> list[torch.Tensor]:
         """[n, 3, S, S] -> one [tokens_per_image, Dv] state per image (what a feature cache keeps)."""
         return list(self.media_states(pixel_values[:, None]))
-
-    def decode_media(self, ids: list[int], image_features: list[torch.Tensor]) -> torch.Tensor | None:
-        """What a request's generated tokens cross-attend to: the images its prompt's last token sees
-        (the latest one; none after an end-of-document token), [k, tokens_per_image, Dv] or None."""
-        if not image_features:
-            return None
-        device = image_features[0].device
-        row = self._media_locations(torch.tensor([ids], device=device), len(image_features))[0, -1]
-        seen = [f for f, sees in zip(image_features, row.tolist()) if sees]
-        return torch.stack(seen) if seen else None
-
-    def decode_step(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor,
-        cache,
-        media: list[torch.Tensor | None],
-    ) -> torch.Tensor:
-        """Logits [B, V] of one new token per row (input_ids [B, 1]), row b reading media[b] (from
-        decode_media; None: no image, so no cross-attention term). Rows' image axes are padded."""
-        K = max((m.shape[0] for m in media if m is not None), default=0)
-        kw = {}
-        if K:
-            first = next(m for m in media if m is not None)
-            states = first.new_zeros(len(media), K, *first.shape[1:])  # [B, K, tokens_per_image, Dv]
-            sees = torch.zeros(len(media), 1, K, dtype=torch.bool, device=states.device)
-            for b, m in enumerate(media):
-                if m is not None:
-                    states[b, : len(m)], sees[b, :, : len(m)] = m, True
-            kw = {"media": states.flatten(1, 2), "image_attention_mask": sees}
-        out = self(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kw
-        )
-        return out.logits[:, -1]
-
-
-def _pad_images(pixels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """[sum N, 3, S, S] with per-row counts -> [B, max N, 3, S, S], zero images filling short rows."""
-    rows = pixels.split(counts.tolist())
-    out = pixels.new_zeros(len(rows), max(1, int(counts.max())), *pixels.shape[1:])
-    for r, imgs in enumerate(rows):
-        out[r, : len(imgs)] = imgs
-    return out

@@ -1,7 +1,8 @@
-"""IDEFICS v1 through the continuous-batching engine and the server: images are not in the token
-stream but read by gated cross-attention, so each slot keeps the image states its generated tokens
-read. Batched greedy must equal `model.chat` one by one with 0, 1 and 3 images per row in one batch,
-whether the requests arrive together or one after another; a repeated image skips the vision tower."""
+"""Cross-attention models (IDEFICS v1 and vislang's Flamingo) through the continuous-batching engine
+and the server: images are not in the token stream but read by gated cross-attention, so each slot
+keeps the image states its generated tokens read. Batched greedy must equal `model.chat` one by one
+with 0, 1 and 3 images per row in one batch (and a video clip for the Flamingo), whether the requests
+arrive together or one after another; a repeated image skips the vision tower."""
 
 import base64
 import io
@@ -13,8 +14,10 @@ import torch
 from PIL import Image
 
 import vislang
+from flamingo_tiny import tiny_flamingo
 from idefics_tiny import idefics_folder
 from vislang.generation.engine import Engine
+from vislang.models.flamingo import Flamingo
 
 WORDS = "what is in the picture ? a red circle blue square describe it hello and".split()
 IMAGES_PER_ROW = (0, 1, 3)
@@ -27,9 +30,9 @@ def folder(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def model(folder):
-    return vislang.load(folder)
+@pytest.fixture(scope="module", params=["idefics", "flamingo"])
+def model(request, folder):
+    return vislang.load(folder) if request.param == "idefics" else tiny_flamingo()
 
 
 def picture(seed):
@@ -37,19 +40,27 @@ def picture(seed):
     return Image.fromarray(rng.integers(0, 256, (24 + 5 * seed, 33, 3), dtype=np.uint8))
 
 
-def conversation(i, n_images=None):
-    """Row i: n images (cycling 0, 1, 3), text before, between and after them."""
+def conversation(i, n_images=None, video=False):
+    """Row i: n images (cycling 0, 1, 3), text before, between and after them; or one clip."""
     n = IMAGES_PER_ROW[i % 3] if n_images is None else n_images
     rng = np.random.default_rng(100 + i)
     say = lambda k: " ".join(rng.choice(WORDS, k))  # noqa: E731
     content = [{"type": "text", "text": say(2)}]
+    if video:
+        clip = [picture(10 * i + j) for j in range(3)]
+        return [{"role": "user", "content": content + [{"type": "video", "video": clip}, *content]}]
     for j in range(n):
         content += [{"type": "image", "image": picture(10 * i + j)}, {"type": "text", "text": say(1 + j)}]
     return [{"role": "user", "content": content}]
 
 
-def requests(n=6):
-    return [(conversation(i), dict(max_new_tokens=4 + 2 * i, min_new_tokens=4 + 2 * i)) for i in range(n)]
+def requests(model, n=6):
+    """Rows with 0, 1 and 3 images; for a model that reads clips, row 4 holds a video instead."""
+    video = isinstance(model, Flamingo)
+    return [
+        (conversation(i, video=video and i == 4), dict(max_new_tokens=4 + 2 * i, min_new_tokens=4 + 2 * i))
+        for i in range(n)
+    ]
 
 
 def alone(model, reqs):
@@ -58,7 +69,7 @@ def alone(model, reqs):
 
 def test_images_change_the_answer(model):
     """The referee is sensitive: the same text with the images dropped decodes differently."""
-    msgs, kw = requests()[2]  # three images
+    msgs, kw = requests(model)[2]  # three images
     text_only = [{"role": "user", "content": [p for p in msgs[0]["content"] if p["type"] == "text"]}]
     assert model.chat(msgs, **kw).token_ids != model.chat(text_only, **kw).token_ids
 
@@ -70,7 +81,7 @@ def arriving_together(engine, n):
 
 
 def test_batched_greedy_equals_one_by_one(model, monkeypatch):
-    reqs = requests()
+    reqs = requests(model)
     want = alone(model, reqs)
     prefills = []
     forward = model.forward
@@ -92,7 +103,7 @@ def test_batched_greedy_equals_one_by_one(model, monkeypatch):
 def test_decoded_logprobs_equal_a_full_forward(model):
     """Numbers, not only argmaxes: every token decoded in a batch of rows with 0, 1 and 3 images has
     the log-probability one uncached forward over prompt and answer gives it."""
-    reqs = requests(3)
+    reqs = requests(model, 3)
     with Engine(model, max_batch=3, max_len=256) as engine:
         arriving_together(engine, 3)
         done = [h.result(60) for h in [engine.submit(m, logprobs=0, **kw) for m, kw in reqs]]
@@ -116,7 +127,7 @@ def test_decoded_logprobs_equal_a_full_forward(model):
 
 def test_staggered_arrivals_equal_one_by_one(model):
     """Requests joining a batch already decoding, in slots others left (rows move when slots compact)."""
-    reqs = requests()
+    reqs = requests(model)
     want = alone(model, reqs)
     with Engine(model, max_batch=4, max_len=256) as engine:
         handles = []
@@ -129,7 +140,7 @@ def test_staggered_arrivals_equal_one_by_one(model):
 
 
 def test_same_prompt_twice_shares_its_prefill(model):
-    msgs, kw = requests()[1]
+    msgs, kw = requests(model)[1]
     want = model.chat(msgs, **kw).token_ids
     with Engine(model, max_batch=3, max_len=256) as engine:
         arriving_together(engine, 3)
@@ -159,12 +170,16 @@ def test_repeated_image_hits_the_feature_cache(model):
 
 def test_decode_reads_only_the_image_the_prompt_ends_on(model):
     feats = [torch.full((3, 24), float(k)) for k in range(3)]
-    tok = model.tokenizer
-    ids = tok.encode("a <image> b <image> c <image> d", add_special_tokens=False)
+    tok, P = model.tokenizer, model.image_token_id
+    a, b = (tok.encode(w, add_special_tokens=False) for w in ("a", "b"))
+    ids = a + [P] + b + [P] + a + [P] + b
     assert model.decode_media(ids, feats).tolist() == feats[2][None].tolist()
-    cut = ids + [model.cfg.eos_token_id, tok.token_to_id("a")]  # an end of document: no image after it
-    assert model.decode_media(cut, feats) is None
     assert model.decode_media(ids, []) is None
+    if isinstance(model, Flamingo):  # no end-of-document token: the latest image holds to the end
+        assert model.decode_media(ids + [model.tokenizer.token_to_id("<|im_end|>")] + a, feats) is not None
+    else:
+        cut = ids + [model.cfg.eos_token_id] + a  # an end of document: no image after it
+        assert model.decode_media(cut, feats) is None
 
 
 def png_url(image):
@@ -177,6 +192,7 @@ def test_chat_completion_through_the_server(model, folder):
     """As `vislang serve --model FOLDER` runs it: fused decoder weights, the engine, the OpenAI route."""
     from fastapi.testclient import TestClient
 
+    from vislang.generation.quantize import quantize_decoder
     from vislang.serve.app import ServerSettings, create_app
 
     image, question = picture(7), "what is in the picture ?"
@@ -189,16 +205,22 @@ def test_chat_completion_through_the_server(model, folder):
         ],
         max_new_tokens=6,
     )
-    served = vislang.load(folder, fuse=True)
+    if isinstance(model, Flamingo):
+        served = tiny_flamingo()  # the same seed: the same weights
+        quantize_decoder(served.language_model, "fp32", fuse=True)
+    else:
+        served = vislang.load(folder, fuse=True)
     assert any(type(m).__name__ == "PackedLinear" for m in served.language_model.modules())
-    app = create_app(served, ServerSettings(model_name="idefics", max_batch=2, max_len=256))
+    app = create_app(served, ServerSettings(model_name="m", max_batch=2, max_len=256))
     parts = [{"type": "image_url", "image_url": {"url": png_url(image)}}, {"type": "text", "text": question}]
-    body = {"model": "idefics", "messages": [{"role": "user", "content": parts}], "max_tokens": 6}
+    body = {"model": "m", "messages": [{"role": "user", "content": parts}], "max_tokens": 6}
     with TestClient(app) as http:
         r = http.post("/v1/chat/completions", json={**body, "temperature": 0})
     assert r.status_code == 200, r.text
     assert want.text and want.usage["completion_tokens"] == 6
     out = r.json()
-    assert out["choices"][0]["message"]["content"] == want.text
+    # chat() strips the reply's edges; the server sends the decoded tokens as they are
+    said = served.tokenizer.decode(want.token_ids, skip_special_tokens=True)
+    assert out["choices"][0]["message"]["content"] == said and said.strip() == want.text
     assert out["usage"]["completion_tokens"] == want.usage["completion_tokens"]
     app.state.engine.shutdown()
