@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 def _split(cls, d: dict, skip: tuple = ()) -> tuple[dict, dict]:
@@ -127,6 +127,17 @@ class VisionConfig:
     projection_dim: int = 512
     extra: dict = field(default_factory=dict)
 
+    # CLIP's layout: a class token, a bias-free patch conv, a LayerNorm before the blocks, pooled at
+    # the class token. SigLIP's tower (SiglipVisionConfig) changes all four.
+    class_token: ClassVar[bool] = True
+    patch_bias: ClassVar[bool] = False
+    pre_norm: ClassVar[bool] = True
+
+    @property
+    def pooling(self) -> str:
+        """How the tower pools: "cls" (the class token), "head" (attention pooling) or "none"."""
+        return "cls"
+
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
@@ -166,6 +177,89 @@ class ClipTextConfig:
 
     def to_hf(self) -> dict:
         return _plain(self)
+
+
+@dataclass
+class SiglipVisionConfig(VisionConfig):
+    """SigLIP's ViT: no class token, a patch conv with bias, no pre-norm; the post-norm covers every
+    state and a learned probe attends over them to pool (`vision_use_head`)."""
+
+    model_type: str = "siglip_vision_model"
+    patch_size: int = 16
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    vision_use_head: bool = True
+
+    class_token: ClassVar[bool] = False
+    patch_bias: ClassVar[bool] = True
+    pre_norm: ClassVar[bool] = False
+
+    @property
+    def pooling(self) -> str:
+        return "head" if self.vision_use_head else "none"
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        if "projection_dim" not in self.extra:
+            d.pop("projection_dim")  # a CLIP field SigLIP's config does not have
+        return d
+
+
+@dataclass
+class SiglipTextConfig:
+    """SigLIP's text tower: bidirectional pre-LN blocks with learned positions, pooled at the last
+    position (texts are padded to max_position_embeddings), then a linear `head`."""
+
+    model_type: str = "siglip_text_model"
+    vocab_size: int = 32000
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 64
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    projection_size: int | None = None  # the head's output width; None means hidden_size
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 49406
+    eos_token_id: int | list[int] | None = 49407
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.projection_size = self.projection_size or self.hidden_size
+
+    @classmethod
+    def from_hf(cls, d: dict) -> SiglipTextConfig:
+        known, extra = _split(cls, d)
+        return cls(**known, extra=extra)
+
+    def to_hf(self) -> dict:
+        return _plain(self)
+
+
+@dataclass
+class SiglipConfig:
+    """The SigLIP dual encoder: logits are exp(logit_scale) * cosine + logit_bias, read with a sigmoid."""
+
+    model_type: str = "siglip"
+    text_config: SiglipTextConfig = field(default_factory=SiglipTextConfig)
+    vision_config: SiglipVisionConfig = field(default_factory=SiglipVisionConfig)
+    initializer_factor: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_hf(cls, d: dict) -> SiglipConfig:
+        d = dict(d)
+        text = SiglipTextConfig.from_hf(d.pop("text_config", None) or {})
+        vision = SiglipVisionConfig.from_hf(d.pop("vision_config", None) or {})
+        known, extra = _split(cls, d)
+        return cls(**known, text_config=text, vision_config=vision, extra=extra)
+
+    def to_hf(self) -> dict:
+        d = _plain(self)
+        d["text_config"] = self.text_config.to_hf()
+        d["vision_config"] = self.vision_config.to_hf()
+        return d
 
 
 @dataclass

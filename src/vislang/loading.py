@@ -50,6 +50,19 @@ def _video_settings(path: Path, image_settings: dict | None) -> dict:
     return image_settings or {}
 
 
+def _siglip_image_settings(settings: dict | None, image_size: int) -> dict:
+    """SigLIP's image processor squashes the whole image to a square (no crop) and maps pixels to
+    [-1, 1]; its preprocessor_config.json usually leaves out what equals those defaults."""
+    defaults = {
+        "size": {"height": image_size, "width": image_size},
+        "do_center_crop": False,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    return {**defaults, **given}
+
+
 def _load(path, dtype):
     from .models import MODEL_TYPES
     from .models.default import load_default
@@ -98,6 +111,10 @@ def _load(path, dtype):
         from .processing.idefics import idefics_image_transform
 
         model.image_transform = idefics_image_transform(settings or {}, model.cfg.vision_config.image_size)
+    elif model_type == "siglip":
+        model.image_transform = ImageTransform.from_dict(
+            _siglip_image_settings(settings, model.cfg.vision_config.image_size)
+        )
     else:
         image_size = model.cfg.vision_config.image_size
         settings = settings or {

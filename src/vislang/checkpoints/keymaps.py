@@ -68,6 +68,23 @@ def _clip_rules() -> list[tuple[str, str]]:
     ]
 
 
+def _siglip_rules() -> list[tuple[str, str]]:
+    """CLIP's encoder names, plus the vision tower's attention-pooling head (its attention is a
+    torch.nn.MultiheadAttention: packed in_proj_weight / in_proj_bias), the text head and the bias."""
+    return [
+        ("vision_model.head.attention.out_proj.", "vision.head.attn.o_proj."),
+        ("vision_model.head.attention.", "vision.head.attn."),
+        ("vision_model.head.layernorm.", "vision.head.norm."),
+        ("vision_model.head.mlp.", "vision.head.mlp."),
+        ("vision_model.head.probe", "vision.head.probe"),
+        *_mount("vision_model.", "vision.", _ENCODER),
+        ("text_model.head.", "text.head."),
+        *_mount("text_model.", "text.", _ENCODER),
+        ("logit_scale", "logit_scale"),
+        ("logit_bias", "logit_bias"),
+    ]
+
+
 def _qwen2vl_rules() -> list[tuple[str, str]]:
     """The hub's layout first (visual.*, model.*, lm_head), then transformers 5's in-memory one
     (model.visual.*, model.language_model.*). The merger lives inside `visual` in both."""
@@ -99,6 +116,7 @@ RULES = {
     "llava": _llava_rules(next_=False),
     "llava_next": _llava_rules(next_=True),
     "clip": _clip_rules(),
+    "siglip": _siglip_rules(),
     "idefics": _idefics_rules(),
 }
 

@@ -1,4 +1,5 @@
 from .clip_text import ClipTextTransformer
 from .decoder import Decoder, DecoderLayer
+from .siglip_text import SiglipTextTransformer
 
-__all__ = ["ClipTextTransformer", "Decoder", "DecoderLayer"]
+__all__ = ["ClipTextTransformer", "Decoder", "DecoderLayer", "SiglipTextTransformer"]
