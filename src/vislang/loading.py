@@ -21,7 +21,8 @@ def load(
     fuse: bool = False,
 ):
     """Load a Hugging Face-format checkpoint folder (weights, tokenizer, chat template, image settings),
-    or with no path the default model, assembled from the installed tower packages.
+    or with no path the default model, assembled from the installed tower packages, or a model vislang
+    ships by its name ("retrieval": the image-text dual encoder).
 
     weights: "fp32", or "bf16" / "int8" to store the language model's linear layers in fewer bytes
     (faster CPU decoding; see vislang.generation.quantize). fuse: q/k/v and gate/up as one matmul
@@ -63,6 +64,16 @@ def _siglip_image_settings(settings: dict | None, image_size: int) -> dict:
     return {**defaults, **given}
 
 
+def _load_retrieval():
+    from .models.retrieval import load_retrieval
+
+    return load_retrieval()
+
+
+# names `load` accepts for models that ship with vislang (a folder of that name wins)
+NAMED = {"retrieval": _load_retrieval}
+
+
 def _load(path, dtype):
     from .models import MODEL_TYPES
     from .models.default import load_default
@@ -70,17 +81,25 @@ def _load(path, dtype):
 
     if path is None:
         return load_default()
+    if str(path) in NAMED and not Path(path).exists():  # a model vislang ships, by its name
+        return NAMED[str(path)]()
     path = Path(path)
     hf = read_config(path)
     model_type = hf.get("model_type")
     if model_type == "vislang_default":
         return load_default(path)
+    if model_type == "vislang_retrieval":
+        from .models.retrieval import load_retrieval
+
+        return load_retrieval(path)
     if model_type == "vislang_flamingo":
         from .models.flamingo import load_flamingo
 
         return load_flamingo(path)
     if model_type not in MODEL_TYPES:
-        supported = ", ".join(sorted([*MODEL_TYPES, "vislang_default", "vislang_flamingo"]))
+        supported = ", ".join(
+            sorted([*MODEL_TYPES, "vislang_default", "vislang_flamingo", "vislang_retrieval"])
+        )
         raise UnsupportedModelError(
             f"{path}: model_type {model_type!r} is not supported; supported: {supported}"
         )
