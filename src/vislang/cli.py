@@ -13,6 +13,7 @@ from .data.cli import add_world_parser
 from .data.real import FASHION_DIR
 from .eval.cli import add_eval_parser
 from .generation.quantize import FORMATS
+from .search.cli import add_search_parser
 from .serve.cli import add_serve_parser
 from .train.cli import add_train_parser
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     add_serve_parser(sub)
+    add_search_parser(sub)
     return parser
 
 
