@@ -128,3 +128,14 @@ def test_training_resumes_bit_for_bit_and_reloads(tmp_path):
     assert any(not torch.equal(sa[k], fresh[k]) for k in sa)  # training moved the trained part
     locked = {k for k in a.state_dict() if k.startswith(("vision.", "text.layers.0."))}
     assert locked and not locked & set(sa)  # the locked towers are not saved
+
+
+def test_recall_at_k_golden():
+    """Images e0, e1, e2; texts t0 = t1 = e0 and t2 = e2: a tie with the true pair counts against it."""
+    from vislang.eval.retrieval import recall_at_k
+
+    images = torch.eye(3)
+    texts = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+    got = recall_at_k(images, texts, ks=(1, 2))
+    assert got["text_to_image"] == {"R@1": pytest.approx(2 / 3), "R@2": pytest.approx(2 / 3)}
+    assert got["image_to_text"] == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3)}

@@ -25,15 +25,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.real import FASHION_LABELS
-from ..data.world import WorldConfig, generate_sample
+from ..data.world import generate_sample
+from ..eval.retrieval import CAPTION, DIGIT_WORDS, recall_at_k
 from ..models.retrieval import RetrievalModel, build_retrieval
 
 log = logging.getLogger(__name__)
 
 LABEL_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 DIGIT_TEMPLATES = ("a photo of the digit {}.", "the number {}.", "a handwritten {}.", "a picture of a {}.")
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-CAPTION = WorldConfig(qtypes=("caption",))
 SHARD = 500
 
 
@@ -151,30 +150,12 @@ def text_batch(model: RetrievalModel, texts: list[str], locked: dict) -> torch.T
 
 
 @torch.inference_mode()
-def recall_at(
-    model: RetrievalModel, grids: torch.Tensor, captions: list[str], locked: dict, ks=(1, 5, 10)
-) -> dict:
-    """Text-to-image and image-to-text Recall@k with one caption per image (pair i is the truth)."""
+def recall_at(model: RetrievalModel, grids: torch.Tensor, captions: list[str], locked: dict) -> dict:
+    """Recall@1/5/10 both ways from cached features, one caption per image."""
     model.eval()
-    img = torch.cat(
-        [
-            F.normalize(model.image_from_grid(grids[i : i + 256].float()), dim=-1)
-            for i in range(0, len(grids), 256)
-        ]
-    )
-    txt = torch.cat(
-        [
-            F.normalize(text_batch(model, captions[i : i + 256], locked), dim=-1)
-            for i in range(0, len(captions), 256)
-        ]
-    )
-    sim = txt @ img.T  # [texts, images]
-    truth = torch.arange(len(captions))
-    out = {}
-    for name, s in (("text_to_image", sim), ("image_to_text", sim.T)):
-        rank = (s > s[truth, truth][:, None]).sum(1)  # how many beat the true pair
-        out[name] = {f"R@{k}": float((rank < k).float().mean()) for k in ks}
-    return out
+    img = torch.cat([model.image_from_grid(grids[i : i + 256].float()) for i in range(0, len(grids), 256)])
+    txt = torch.cat([text_batch(model, captions[i : i + 256], locked) for i in range(0, len(captions), 256)])
+    return recall_at_k(F.normalize(img, dim=-1), F.normalize(txt, dim=-1))
 
 
 def main(argv: list[str] | None = None) -> int:
