@@ -6,21 +6,25 @@ import torch
 from torch import nn
 
 from ..config import ClipTextConfig
+from ..errors import PromptTooLongError
 from ..nn import EncoderBlock, build_mask
 
 
 class TextEmbeddings(nn.Module):
-    def __init__(self, cfg: ClipTextConfig):
+    """Token + learned position embeddings (CLIP's and SigLIP's text towers); `name` is for the error."""
+
+    def __init__(self, cfg, name: str = "CLIP"):
         super().__init__()
+        self.name = name
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.position_embedding = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        T = input_ids.shape[1]
-        if self.position_embedding.num_embeddings < T:
-            limit = self.position_embedding.num_embeddings
-            raise ValueError(f"text of {T} tokens is longer than CLIP's {limit}-token context")
-        return self.token_embedding(input_ids) + self.position_embedding.weight[:T]
+        length, limit = input_ids.shape[1], self.position_embedding.num_embeddings
+        if length > limit:
+            message = f"text of {length} tokens is longer than {self.name}'s {limit}-token context"
+            raise PromptTooLongError(message, context=limit, prompt_tokens=length)
+        return self.token_embedding(input_ids) + self.position_embedding.weight[:length]
 
 
 class ClipTextTransformer(nn.Module):

@@ -11,29 +11,15 @@ import torch
 from torch import nn
 
 from ..config import SiglipTextConfig
-from ..errors import PromptTooLongError
 from ..nn import EncoderBlock, Linear, build_mask
-
-
-class SiglipTextEmbeddings(nn.Module):
-    def __init__(self, cfg: SiglipTextConfig):
-        super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embedding = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        length, limit = input_ids.shape[1], self.position_embedding.num_embeddings
-        if length > limit:
-            message = f"text of {length} tokens is longer than SigLIP's {limit}-token context"
-            raise PromptTooLongError(message, context=limit, prompt_tokens=length)
-        return self.token_embedding(input_ids) + self.position_embedding.weight[:length]
+from .clip_text import TextEmbeddings
 
 
 class SiglipTextTransformer(nn.Module):
     def __init__(self, cfg: SiglipTextConfig):
         super().__init__()
         self.cfg = cfg
-        self.embeddings = SiglipTextEmbeddings(cfg)
+        self.embeddings = TextEmbeddings(cfg, "SigLIP")
         self.layers = nn.ModuleList(
             EncoderBlock(
                 cfg.hidden_size,
