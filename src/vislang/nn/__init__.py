@@ -2,7 +2,7 @@
 
 from .activations import get_activation
 from .attention import Attention
-from .block import EncoderBlock
+from .block import EncoderBlock, encoder_blocks
 from .kv_cache import KVCache
 from .linear import Linear, fast_linear
 from .masks import build_mask, positions_from_mask
@@ -13,6 +13,7 @@ from .rope import RotaryEmbedding, apply_rope
 __all__ = [
     "Attention",
     "EncoderBlock",
+    "encoder_blocks",
     "GatedMLP",
     "KVCache",
     "LayerNorm",

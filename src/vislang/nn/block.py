@@ -17,3 +17,11 @@ class EncoderBlock(nn.Module):
     def forward(self, x, mask=None):
         x = x + self.attn(self.norm1(x), mask)
         return x + self.mlp(self.norm2(x))
+
+
+def encoder_blocks(cfg) -> nn.ModuleList:
+    """cfg.num_hidden_layers blocks as a CLIP-style config describes them (hidden_size,
+    num_attention_heads, intermediate_size, hidden_act, layer_norm_eps)."""
+    c = cfg
+    shape = (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.layer_norm_eps)
+    return nn.ModuleList(EncoderBlock(*shape) for _ in range(c.num_hidden_layers))

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ClipTextConfig
 from ..errors import PromptTooLongError
-from ..nn import EncoderBlock, build_mask
+from ..nn import build_mask, encoder_blocks
 
 
 class TextEmbeddings(nn.Module):
@@ -32,16 +32,7 @@ class ClipTextTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = TextEmbeddings(cfg)
-        self.layers = nn.ModuleList(
-            EncoderBlock(
-                cfg.hidden_size,
-                cfg.num_attention_heads,
-                cfg.intermediate_size,
-                cfg.hidden_act,
-                cfg.layer_norm_eps,
-            )
-            for _ in range(cfg.num_hidden_layers)
-        )
+        self.layers = encoder_blocks(cfg)
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def eos_positions(self, input_ids: torch.Tensor) -> torch.Tensor:

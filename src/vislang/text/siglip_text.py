@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..config import SiglipTextConfig
-from ..nn import EncoderBlock, Linear, build_mask
+from ..nn import Linear, build_mask, encoder_blocks
 from .clip_text import TextEmbeddings
 
 
@@ -20,16 +20,7 @@ class SiglipTextTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embeddings = TextEmbeddings(cfg, "SigLIP")
-        self.layers = nn.ModuleList(
-            EncoderBlock(
-                cfg.hidden_size,
-                cfg.num_attention_heads,
-                cfg.intermediate_size,
-                cfg.hidden_act,
-                cfg.layer_norm_eps,
-            )
-            for _ in range(cfg.num_hidden_layers)
-        )
+        self.layers = encoder_blocks(cfg)
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.head = Linear(cfg.hidden_size, cfg.projection_size)
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import VisionConfig
-from ..nn import MLP, EncoderBlock, Linear, fast_linear
+from ..nn import MLP, Linear, encoder_blocks, fast_linear
 
 
 class PatchEmbedding(nn.Module):
@@ -97,16 +97,7 @@ class VisionTransformer(nn.Module):
         self.pre_norm = (
             nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_norm else nn.Identity()
         )
-        self.layers = nn.ModuleList(
-            EncoderBlock(
-                cfg.hidden_size,
-                cfg.num_attention_heads,
-                cfg.intermediate_size,
-                cfg.hidden_act,
-                cfg.layer_norm_eps,
-            )
-            for _ in range(cfg.num_hidden_layers)
-        )
+        self.layers = encoder_blocks(cfg)
         self.post_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.head = AttentionPoolingHead(cfg) if cfg.pooling == "head" else None
 
