@@ -3,35 +3,8 @@ embedders."""
 
 import torch
 from PIL import Image, ImageDraw
-from transformers import CLIPConfig, CLIPModel
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from tiny import VISION, tokenizer_dir
-
-TEXT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    vocab_size=160,
-    max_position_embeddings=20,
-    eos_token_id=2,
-    bos_token_id=1,
-    pad_token_id=0,
-)
-
-
-def clip_folder(path, seed=0):
-    """A tiny random CLIP checkpoint with tokenizer and image processor: everything `embed` reads.
-    Returns (transformers model, tokenizer, image processor) for referee computations."""
-    torch.manual_seed(seed)
-    hf = CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=16)).eval()
-    hf.save_pretrained(path)
-    tokenizer = tokenizer_dir(path)
-    processor = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    processor.save_pretrained(path)
-    return hf, tokenizer, processor
-
+from tiny import clip_folder  # noqa: F401  (re-exported for the search tests)
 
 COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black"]
 

@@ -62,27 +62,11 @@ def test_embed_images_and_texts(tmp_path):
     """clip.embed on raw inputs equals transformers' processor + features, normalized."""
     import numpy as np
     from PIL import Image
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     import vislang
-    from tiny import tokenizer_dir
+    from tiny import clip_folder
 
-    text = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        vocab_size=160,
-        max_position_embeddings=20,
-        eos_token_id=2,
-        bos_token_id=1,
-        pad_token_id=0,
-    )
-    hf = CLIPModel(CLIPConfig(text_config=text, vision_config=VISION, projection_dim=16)).eval()
-    hf.save_pretrained(tmp_path)
-    fast = tokenizer_dir(tmp_path)
-    images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    images.save_pretrained(tmp_path)
+    hf, fast, images = clip_folder(tmp_path)
     vl = vislang.load(tmp_path)
     pics = [
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (30 + i, 50, 3), dtype=np.uint8))

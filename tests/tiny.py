@@ -1,8 +1,10 @@
 """Tiny random Hugging Face configs and a tokenizer for parity tests, built in the test process
 (nothing downloaded)."""
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 VISION = dict(
     model_type="clip_vision_model",
@@ -140,7 +142,6 @@ def llava_folder(path, text="llama_gqa"):
 
 def tiny_decoder(tie=True):
     """A 2-layer Llama-style vislang decoder with seeded random weights."""
-    import torch
 
     from vislang.config import TextConfig
     from vislang.text.decoder import Decoder
@@ -156,3 +157,28 @@ def tiny_decoder(tie=True):
     )
     torch.manual_seed(0)
     return Decoder(cfg).eval()
+
+
+CLIP_TEXT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    vocab_size=160,
+    max_position_embeddings=20,
+    eos_token_id=2,
+    bos_token_id=1,
+    pad_token_id=0,
+)
+
+
+def clip_folder(path, seed=0):
+    """A tiny random CLIP checkpoint with tokenizer and image processor: everything `embed` reads.
+    Returns (transformers model, tokenizer, image processor) for referee computations."""
+    torch.manual_seed(seed)
+    hf = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=VISION, projection_dim=16)).eval()
+    hf.save_pretrained(path)
+    tokenizer = tokenizer_dir(path)
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor.save_pretrained(path)
+    return hf, tokenizer, processor
