@@ -139,3 +139,16 @@ def test_recall_at_k_golden():
     got = recall_at_k(images, texts, ks=(1, 2))
     assert got["text_to_image"] == {"R@1": pytest.approx(2 / 3), "R@2": pytest.approx(2 / 3)}
     assert got["image_to_text"] == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3)}
+
+
+def test_shipped_model_retrieves_held_out_scenes():
+    """The model vislang ships, by name: test-split scenes it never saw, found by their captions
+    (measured on 1,000: R@1 0.956 text-to-image, 0.936 image-to-text, where scenes with one caption
+    tie and a tie counts as a miss; 100 is an easier pool)."""
+    import vislang
+    from vislang.eval.retrieval import scene_recall
+
+    model = vislang.load("retrieval")
+    got = scene_recall(model, 100, seed=0)
+    assert got["text_to_image"]["R@1"] >= 0.9 and got["image_to_text"]["R@1"] >= 0.9, got
+    assert got["text_to_image"]["R@5"] >= 0.98, got
