@@ -14,6 +14,7 @@ of one label, so every text of that label counts as a positive. Checkpoints ever
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -26,12 +27,11 @@ from tqdm import tqdm
 
 from ..data.real import FASHION_LABELS
 from ..data.world import generate_sample
-from ..eval.retrieval import CAPTION, DIGIT_WORDS, recall_at_k
+from ..eval.retrieval import CAPTION, DIGIT_WORDS, FASHION_TEMPLATES, recall_at_k
 from ..models.retrieval import RetrievalModel, build_retrieval
 
 log = logging.getLogger(__name__)
 
-LABEL_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.")
 DIGIT_TEMPLATES = ("a photo of the digit {}.", "the number {}.", "a handwritten {}.", "a picture of a {}.")
 SHARD = 500
 
@@ -45,14 +45,14 @@ def object_phrases(caption: str) -> list[str]:
 
 def label_texts(family: str, label: int) -> list[str]:
     if family == "fashion":
-        return [t.format(FASHION_LABELS[label]) for t in LABEL_TEMPLATES]
+        return [t.format(FASHION_LABELS[label]) for t in FASHION_TEMPLATES]
     return [
         t.format(w)
         for t, w in zip(DIGIT_TEMPLATES, (str(label), DIGIT_WORDS[label], str(label), DIGIT_WORDS[label]))
     ]
 
 
-def world_items(split: str, scenes: int, fashion: int, digits: int, seed: int = 0) -> list[tuple]:
+def world_items(scenes: int, fashion: int, digits: int) -> list[tuple]:
     """(family, index) of every image the run reads, in a fixed order."""
     return (
         [("scene", i) for i in range(scenes)]
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model = build_retrieval(seed=args.seed)
     feats = args.out / "features"
-    train_items = world_items("train", args.scenes, args.fashion, args.digits)
+    train_items = world_items(args.scenes, args.fashion, args.digits)
     cache_features(model, feats, "train", train_items, args.seed, progress)
-    cache_features(model, feats, "test", world_items("test", args.eval_scenes, 0, 0), args.seed, progress)
+    cache_features(model, feats, "test", world_items(args.eval_scenes, 0, 0), args.seed, progress)
     grids, texts, groups, locked = load_cache(feats, "train")
     test_grids, test_texts, _, test_locked = load_cache(feats, "test")
     test_captions = [t[0] for t in test_texts]
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     model.save_trained(args.out / "trained")
     result = recall_at(model, test_grids, test_captions, test_locked)
-    print(result)  # the command's output
+    print(json.dumps(result, indent=2))  # the command's output
     return 0
 
 
