@@ -96,10 +96,13 @@ def _load(path, dtype):
         from .models.flamingo import load_flamingo
 
         return load_flamingo(path)
+    if model_type == "vislang_minigpt4":
+        from .models.minigpt4 import load_minigpt4
+
+        return load_minigpt4(path)
     if model_type not in MODEL_TYPES:
-        supported = ", ".join(
-            sorted([*MODEL_TYPES, "vislang_default", "vislang_flamingo", "vislang_retrieval"])
-        )
+        own = ["vislang_default", "vislang_flamingo", "vislang_minigpt4", "vislang_retrieval"]
+        supported = ", ".join(sorted([*MODEL_TYPES, *own]))
         raise UnsupportedModelError(
             f"{path}: model_type {model_type!r} is not supported; supported: {supported}"
         )
@@ -130,6 +133,11 @@ def _load(path, dtype):
         from .processing.idefics import idefics_image_transform
 
         model.image_transform = idefics_image_transform(settings or {}, model.cfg.vision_config.image_size)
+    elif model_type in ("blip-2", "instructblip"):
+        from .processing.blip import blip_image_transform, load_qformer_tokenizer
+
+        model.image_transform = blip_image_transform(settings or {}, model.cfg.vision_config.image_size)
+        model.qformer_tokenizer = load_qformer_tokenizer(path)
     elif model_type == "siglip":
         model.image_transform = ImageTransform.from_dict(
             _siglip_image_settings(settings, model.cfg.vision_config.image_size)

@@ -110,7 +110,78 @@ def _idefics_rules() -> list[tuple[str, str]]:
     return rules
 
 
+# BLIP-2's Q-Former (a BERT encoder): the cross-attention names first, since "attention.attention"
+# is also a part of "crossattention.attention"
+_QFORMER_LAYER = [
+    ("crossattention.attention.query.", "cross_attn.q_proj."),
+    ("crossattention.attention.key.", "cross_attn.k_proj."),
+    ("crossattention.attention.value.", "cross_attn.v_proj."),
+    ("crossattention.output.dense.", "cross_attn.o_proj."),
+    ("crossattention.output.LayerNorm.", "cross_attn.norm."),
+    ("attention.attention.query.", "self_attn.q_proj."),
+    ("attention.attention.key.", "self_attn.k_proj."),
+    ("attention.attention.value.", "self_attn.v_proj."),
+    ("attention.output.dense.", "self_attn.o_proj."),
+    ("attention.output.LayerNorm.", "self_attn.norm."),
+    ("intermediate_query.dense.", "query_ffn.mlp.fc1."),
+    ("output_query.dense.", "query_ffn.mlp.fc2."),
+    ("output_query.LayerNorm.", "query_ffn.norm."),
+    ("intermediate.dense.", "text_ffn.mlp.fc1."),
+    ("output.dense.", "text_ffn.mlp.fc2."),
+    ("output.LayerNorm.", "text_ffn.norm."),
+]
+
+# OPT's decoder, under OPTForCausalLM's model.decoder
+_OPT = [
+    ("layers.*.self_attn.out_proj.", "layers.*.self_attn.o_proj."),
+    ("layers.*.fc1.", "layers.*.mlp.fc1."),
+    ("layers.*.fc2.", "layers.*.mlp.fc2."),
+    ("layers.", "layers."),
+    ("embed_tokens.", "embed_tokens."),
+    ("embed_positions.", "embed_positions."),
+    ("project_in.", "project_in."),
+    ("project_out.", "project_out."),
+    ("final_layer_norm.", "norm."),
+]
+
+
+def _blip2_rules(instruct: bool, language_model: str) -> list[tuple[str, str]]:
+    """BLIP-2 and InstructBLIP, one layout in memory and on disk (transformers 4 and 5 alike):
+    vision_model, query_tokens, qformer, language_projection, and the language model's own
+    ForCausalLM names under language_model (OPT's or a Llama-family decoder's). InstructBLIP's
+    Q-Former has BERT embeddings for the instruction, whose LayerNorm also norms the queries."""
+    if instruct:
+        embeddings = [
+            ("qformer.embeddings.layernorm.", "qformer.embed_norm."),
+            ("qformer.embeddings.word_embeddings.", "qformer.word_embeddings."),
+            ("qformer.embeddings.position_embeddings.", "qformer.position_embeddings."),
+        ]
+    else:
+        embeddings = [("qformer.layernorm.", "qformer.embed_norm.")]
+    rules = [
+        ("vision_model.embeddings.", "vision.embeddings."),
+        ("vision_model.encoder.layers.*.layer_norm1.", "vision.layers.*.norm1."),
+        ("vision_model.encoder.layers.*.layer_norm2.", "vision.layers.*.norm2."),
+        ("vision_model.encoder.layers.*.self_attn.projection.", "vision.layers.*.attn.o_proj."),
+        ("vision_model.encoder.layers.*.self_attn.qkv.", "vision.layers.*.attn.qkv."),
+        ("vision_model.encoder.layers.*.mlp.", "vision.layers.*.mlp."),
+        ("vision_model.post_layernorm.", "vision.post_norm."),
+        ("query_tokens", "qformer.query_tokens"),
+        *_mount("qformer.encoder.layer.*.", "qformer.layers.*.", _QFORMER_LAYER),
+        *embeddings,
+        ("language_projection.", "language_projection."),
+        ("language_model.lm_head.", "language_model.lm_head."),
+    ]
+    if language_model == "opt":
+        return rules + _mount("language_model.model.decoder.", "language_model.", _OPT)
+    return rules + _mount("language_model.model.", "language_model.", _DECODER)
+
+
 RULES = {
+    "blip-2:llama": _blip2_rules(False, "llama"),
+    "blip-2:opt": _blip2_rules(False, "opt"),
+    "instructblip:llama": _blip2_rules(True, "llama"),
+    "instructblip:opt": _blip2_rules(True, "opt"),
     "qwen2_vl": _qwen2vl_rules(),
     "qwen2_5_vl": _qwen2vl_rules(),
     "llava": _llava_rules(next_=False),

@@ -154,6 +154,7 @@ class _Prepared:
     prefix: int = 0
     prefix_key: str | None = None
     constraint: Constraint | None = None  # the grammar the answer must follow, if any
+    feature_inputs: dict = field(default_factory=dict)  # what every image's features read beside it
 
 
 class _Running:
@@ -261,11 +262,12 @@ class Engine:
                 f"{len(media)} images or videos in one request; at most {self.max_images} allowed"
             )
         images, counts = [], []
+        extra = self.model.media_inputs_for(clean) if media else {}  # e.g. InstructBLIP's instruction
         with single_threaded():  # no OpenMP pool in callers' threads (see threads.py)
             for item in media:
                 item = self.model.load_media(item)
                 inputs, (count,) = self.model.prepare_media([item])
-                images.append((media_key(item, inputs), inputs))
+                images.append((media_key(item, {**inputs, **extra}), inputs))
                 counts.append(count)
         ids = self.model.prompt_ids(clean, counts, tools=tools)
         if params.max_new_tokens is None:  # until the context (or the KV budget) ends
@@ -284,7 +286,7 @@ class Engine:
         if params.json_schema is not None or params.json_object:
             constraint = self.grammars.json(params.json_schema)  # a bad schema fails here, in the caller
         handle = RequestHandle(next(self._ids), params)
-        req = _Prepared(handle, ids, images, time.perf_counter(), constraint=constraint)
+        req = _Prepared(handle, ids, images, time.perf_counter(), constraint=constraint, feature_inputs=extra)
         if images and not self.cross_media:
             placeholders = set(self.model.media_token_ids)
             req.prefix = max(i for i, t in enumerate(ids) if t in placeholders) + 1
@@ -422,7 +424,7 @@ class Engine:
         for key, inputs in run.req.images:
             f = self.features.get(key)
             if f is None:
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
+                inputs = {k: v.to(self.device) for k, v in {**inputs, **run.req.feature_inputs}.items()}
                 f = self.model.image_features(**inputs)[0]
                 self.features.put(key, f)
             else:

@@ -1,6 +1,8 @@
 """The model families vislang implements, by their config.json model_type."""
 
 from ..config import ClipConfig, IdeficsConfig, LlavaConfig, Qwen2VLConfig, SiglipConfig
+from ..config_blip2 import Blip2Config, InstructBlipConfig
+from .blip2 import Blip2, InstructBlip
 from .chat import Reply
 from .clip import Clip
 from .flamingo import Flamingo
@@ -19,6 +21,20 @@ MODEL_TYPES = {
     "qwen2_vl": (Qwen2VLConfig, Qwen2VL),
     "qwen2_5_vl": (Qwen2VLConfig, Qwen2VL),
     "idefics": (IdeficsConfig, Idefics),
+    "blip-2": (Blip2Config, Blip2),
+    "instructblip": (InstructBlipConfig, InstructBlip),
 }
 
-__all__ = ["MODEL_TYPES", "Clip", "Flamingo", "Idefics", "Llava", "LlavaNext", "Qwen2VL", "Reply", "Siglip"]
+__all__ = [
+    "MODEL_TYPES",
+    "Blip2",
+    "Clip",
+    "Flamingo",
+    "Idefics",
+    "InstructBlip",
+    "Llava",
+    "LlavaNext",
+    "Qwen2VL",
+    "Reply",
+    "Siglip",
+]

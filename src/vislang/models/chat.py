@@ -189,7 +189,15 @@ class ChatMixin:
             raise VislangError("this model has no tokenizer (tokenizer.json) so it cannot chat")
         media, clean = split_messages(messages)
         inputs, counts = self.prepare_media([self.load_media(m) for m in media]) if media else ({}, [])
+        if media:  # what every medium's features read beside its pixels, once per medium
+            inputs.update({k: torch.cat([v] * len(media)) for k, v in self.media_inputs_for(clean).items()})
         return self.prompt_ids(clean, counts), inputs
+
+    def media_inputs_for(self, clean_messages: list[dict]) -> dict:
+        """Inputs [1, ...] that each medium's features depend on beside the medium itself, from the
+        conversation (InstructBLIP: the instruction its Q-Former reads). The engine's feature cache
+        keys on them too. Nothing by default."""
+        return {}
 
     def prompt_ids(
         self, clean_messages: list[dict], image_token_counts: list[int], tools: list[dict] | None = None
@@ -279,6 +287,14 @@ class ChatMixin:
 
 
 def concat_inputs(inputs: list[dict]) -> dict:
-    """Per-prompt media inputs joined key by key (pixels, sizes, grids), in order."""
+    """Per-prompt media inputs joined key by key (pixels, sizes, grids), in order. Token ids of
+    different lengths (InstructBLIP's instructions) are right-padded with 0, as their masks say."""
     keys = dict.fromkeys(k for inp in inputs for k in inp)
-    return {k: torch.cat([inp[k] for inp in inputs if k in inp]) for k in keys}
+    return {k: _cat_padded([inp[k] for inp in inputs if k in inp]) for k in keys}
+
+
+def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    if all(p.dim() == 2 for p in parts) and len({p.shape[1] for p in parts}) > 1:
+        width = max(p.shape[1] for p in parts)
+        parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+    return torch.cat(parts)

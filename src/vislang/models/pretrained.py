@@ -30,7 +30,8 @@ class PretrainedMixin:
         # build on the meta device: no time spent on random weights that are overwritten at once
         with torch.device("meta"):
             model = cls(cfg)
-        state = read_state_dict(path, cfg.model_type, dtype)
+        # the key map: the model type's, or one the config names (BLIP-2: per language model)
+        state = read_state_dict(path, getattr(cfg, "keymap", cfg.model_type), dtype)
         if fill is not None:
             extra = fill(cfg, model.state_dict())
             state.update({k: v.to(dtype) if dtype is not None else v for k, v in extra.items()})
@@ -47,7 +48,8 @@ class PretrainedMixin:
         path = Path(path)
         hf = {**self.cfg.to_hf(), "architectures": [self.ARCHITECTURE]}
         hf.pop("language_model_from", None)  # every weight is written: the folder stands alone
-        write_checkpoint(self, hf, self.cfg.model_type, path, self.tied, max_shard_bytes)
+        keymap = getattr(self.cfg, "keymap", self.cfg.model_type)
+        write_checkpoint(self, hf, keymap, path, self.tied, max_shard_bytes)
         if self.tokenizer is not None:
             self.tokenizer.save(path)
         if self.chat_template:

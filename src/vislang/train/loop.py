@@ -31,6 +31,7 @@ from ..errors import VislangError
 from ..models import default_qwen
 from ..models.default import WEIGHTS, DefaultConfig, DefaultVLM, assemble
 from ..models.flamingo import Flamingo, build_flamingo
+from ..models.minigpt4 import MiniGPT4, build_minigpt4
 from . import distributed
 from .chat_data import chat_turns
 from .lora import add_lora
@@ -130,18 +131,20 @@ def build_model(recipe: Recipe):
         return default_qwen.build_default(recipe.model.tower, seed=recipe.data.seed)
     if recipe.model.kind == "flamingo":
         return build_flamingo(seed=recipe.data.seed)
+    if recipe.model.kind == "minigpt4":
+        return build_minigpt4(seed=recipe.data.seed)
     return assemble(DefaultConfig(merge=recipe.model.merge), seed=recipe.data.seed)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """What training changes, the part a checkpoint holds."""
-    if isinstance(model, DefaultVLM | Flamingo):
+    if isinstance(model, DefaultVLM | Flamingo | MiniGPT4):
         return model.trainable_state()
     return default_qwen.trained_state(model)
 
 
 def save_trained(model, path: Path) -> None:
-    if isinstance(model, DefaultVLM | Flamingo):
+    if isinstance(model, DefaultVLM | Flamingo | MiniGPT4):
         model.save_trained(path)
     else:
         default_qwen.save_default(model, path)
@@ -149,7 +152,7 @@ def save_trained(model, path: Path) -> None:
 
 def load_init(model, path: str | Path) -> None:
     """Start from trained weights; adapters the file lacks keep their no-op initialisation."""
-    if isinstance(model, Flamingo):
+    if isinstance(model, Flamingo | MiniGPT4):
         model.load_trained(path)
         return
     if not isinstance(model, DefaultVLM):

@@ -45,11 +45,12 @@ CHAT = "chat"  # the pseudo-family of text-only turns (see chat_data.py)
 PSEUDO_FAMILIES = (CHAT, INTERLEAVED)  # built from world samples (see data/interleaved.py) or none
 # what each model kind can train: v0 (MobileNetV2 + projector) and v1 (a Qwen2-VL whose language
 # model stays SmolLM2: its tower and merger train), flamingo (frozen towers: resampler and gated
-# cross-attention blocks train)
+# cross-attention blocks train), minigpt4 (frozen towers: the Q-Former and its projection train)
 TRAINABLE = {
     "mobilenet": ("projector", "lora"),
     "qwen2vl": ("vision", "merger"),
     "flamingo": ("resampler", "xattn"),
+    "minigpt4": ("qformer", "projection"),
 }
 TRAINABLE_PARTS = tuple(dict.fromkeys(p for parts in TRAINABLE.values() for p in parts))
 # families whose generators keep their question types somewhere other than a module-level QTYPES
@@ -62,7 +63,7 @@ class RecipeError(VislangError, ValueError):
 
 @dataclass
 class ModelSpec:
-    kind: str = "mobilenet"  # or "qwen2vl", "flamingo"
+    kind: str = "mobilenet"  # or "qwen2vl", "flamingo", "minigpt4"
     tower: str | None = None  # qwen2vl: a stage-1 tower (safetensors) to start from
     merge: int = 2
     lora_rank: int = 0
@@ -217,8 +218,10 @@ def parse_recipe(table: dict) -> Recipe:
         raise RecipeError(f"[model].kind must be one of {', '.join(TRAINABLE)}, got {model.kind!r}")
     if model.kind == "qwen2vl" and model.lora_rank:
         raise RecipeError("[model] qwen2vl keeps its language model exactly SmolLM2: lora_rank must be 0")
-    if model.kind == "flamingo" and model.lora_rank:
-        raise RecipeError("[model] flamingo keeps its language model exactly SmolLM2: lora_rank must be 0")
+    if model.kind in ("flamingo", "minigpt4") and model.lora_rank:
+        raise RecipeError(
+            f"[model] {model.kind} keeps its language model exactly SmolLM2: lora_rank must be 0"
+        )
     if model.tower is not None and model.kind != "qwen2vl":
         raise RecipeError("[model].tower is a qwen2vl setting")
     if model.merge < 1 or model.lora_rank < 0:
