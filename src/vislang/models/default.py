@@ -50,6 +50,34 @@ def load_trained_part(model, path: str | Path, weights: str) -> None:
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
 
+def packaged_towers(seed: int | None = None) -> tuple[nn.Module, nn.Module, object]:
+    """The installed ImageNet MobileNetV2, SmolLM2-135M-Instruct and its tokenizer; then the global
+    seed, so what the caller builds next (the trained parts) starts the same on every run."""
+    from ..checkpoints.gguf import load_gguf_decoder, smollm2_path
+    from ..checkpoints.torchvision import load_mobilenet_v2
+    from ..processing.gguf_tokenizer import load_gguf_tokenizer
+
+    towers = load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path())
+    if seed is not None:
+        torch.manual_seed(seed)
+    return towers
+
+
+def load_trained_folder(path: str | Path, config_cls, build, what: str):
+    """A folder save_trained_part wrote: config_cls from its config.json (unknown settings are an
+    error), the model `build(cfg)` makes around the packaged towers, and the trained weights."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} holds no {what} (config.json is missing)")
+    settings = json.loads((path / "config.json").read_text())
+    unknown = sorted(set(settings) - set(config_cls.__dataclass_fields__))
+    if unknown:
+        raise CheckpointError(f"{path}/config.json: unknown {what} settings {unknown}")
+    model = build(config_cls(**settings))
+    model.load_trained(path)
+    return model.eval()
+
+
 def mobilenet_transform(side: int) -> ImageTransform:
     """ImageNet's normalization on a side x side bicubic resize, no crop: MobileNetV2's input."""
     return ImageTransform.from_dict(
@@ -167,14 +195,7 @@ class DefaultVLM(ChatMixin, nn.Module):
 
 def assemble(cfg: DefaultConfig, seed: int | None = None) -> DefaultVLM:
     """The installed pretrained towers joined by a fresh projector (seeded: a rerun is the same run)."""
-    from ..checkpoints.gguf import load_gguf_decoder, smollm2_path
-    from ..checkpoints.torchvision import load_mobilenet_v2
-    from ..processing.gguf_tokenizer import load_gguf_tokenizer
-
-    vision, decoder, tokenizer = load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path())
-    if seed is not None:
-        torch.manual_seed(seed)
-    return DefaultVLM(cfg, vision, decoder, tokenizer)
+    return DefaultVLM(cfg, *packaged_towers(seed))
 
 
 def load_default(path: str | Path | None = None, trained: bool = True) -> DefaultVLM:

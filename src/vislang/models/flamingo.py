@@ -11,7 +11,6 @@ only what vislang trains (resampler, time embeddings, cross-attention blocks).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,13 @@ from ..processing.chat_template import smollm2_chat_template
 from ..processing.video import Video, load_video
 from .chat import ChatMixin, Media
 from .cross_media import CrossMediaMixin
-from .default import load_trained_part, mobilenet_transform, save_trained_part
+from .default import (
+    load_trained_folder,
+    load_trained_part,
+    mobilenet_transform,
+    packaged_towers,
+    save_trained_part,
+)
 from .idefics import MediaCache
 from .output import ModelOutput
 from .splice import answer_loss, next_token_loss
@@ -260,31 +265,16 @@ def _frames(video) -> list:
 
 
 def build_flamingo(cfg: FlamingoConfig | None = None, seed: int | None = None) -> Flamingo:
-    """The packaged towers joined by fresh resampler and cross-attention blocks (seeded)."""
-    from ..checkpoints.gguf import load_gguf_decoder, smollm2_path
-    from ..checkpoints.torchvision import load_mobilenet_v2
-    from ..processing.gguf_tokenizer import load_gguf_tokenizer
-
+    """The packaged towers joined by a fresh resampler and cross-attention blocks (seeded)."""
     cfg = cfg or FlamingoConfig()
     if (cfg.language_model_from, cfg.vision_from) != (LANGUAGE_MODEL_PACKAGE, VISION_PACKAGE):
         raise CheckpointError(
             f"vislang builds Flamingo from {LANGUAGE_MODEL_PACKAGE!r} and {VISION_PACKAGE!r}, "
             f"not {cfg.language_model_from!r} and {cfg.vision_from!r}"
         )
-    vision, decoder, tokenizer = load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path())
-    if seed is not None:
-        torch.manual_seed(seed)
-    return Flamingo(cfg, vision, decoder, tokenizer)
+    return Flamingo(cfg, *packaged_towers(seed))
 
 
 def load_flamingo(path: str | Path) -> Flamingo:
     """A saved folder: its config and trained weights around the packaged towers."""
-    path = Path(path)
-    settings = json.loads((path / "config.json").read_text())
-    known = FlamingoConfig.__dataclass_fields__
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise CheckpointError(f"{path}/config.json: unknown Flamingo settings {unknown}")
-    model = build_flamingo(FlamingoConfig(**settings))
-    model.load_trained(path)
-    return model.eval()
+    return load_trained_folder(path, FlamingoConfig, build_flamingo, "Flamingo")

