@@ -90,8 +90,9 @@ def write_outputs(result: dict, args) -> None:
 def cmd_eval_world(args) -> int:
     from .world import evaluate_world, format_report, write_report
 
+    reports = {}
     for name, model in load_models(args).items():
-        report = evaluate_world(
+        reports[name] = report = evaluate_world(
             model,
             families=args.families,
             n=args.n,
@@ -102,8 +103,9 @@ def cmd_eval_world(args) -> int:
         )
         print(f"== {name}")
         print(format_report(report))
-        if args.out:
-            print(f"wrote {write_report(report, args.out)}", file=sys.stderr)
+    if args.out:  # one model: its report; several: {"models": {name: report}}, none overwriting another
+        result = next(iter(reports.values())) if len(reports) == 1 else {"models": reports}
+        print(f"wrote {write_report(result, args.out)}", file=sys.stderr)
     return 0
 
 
