@@ -419,7 +419,7 @@ def test_cli(monkeypatch, tmp_path, capsys):
     assert "digits" in capsys.readouterr().out and json.loads(out.read_text())["overall"]["accuracy"] == 1.0
     # several models: one file holding every model's report
     models = ["--model", "a", "--model", "b"]
-    args = parser.parse_args(["eval", "world", *models, "--families", "digits", "--n", "3", "--out", str(out)])
+    args = parser.parse_args(["eval", "world", *models, "--families", "digits", "--n", "3", "--out", f"{out}"])
     assert args.func(args) == 0 and [p for p, _ in loaded[1:]] == ["a", "b"]
     both = json.loads(out.read_text())["models"]
     assert list(both) == ["a", "b"] and all(r["overall"]["accuracy"] == 1.0 for r in both.values())
