@@ -418,8 +418,8 @@ def test_cli(monkeypatch, tmp_path, capsys):
     assert args.func(args) == 0 and loaded == [(None, {"weights": "fp32", "fuse": True})]
     assert "digits" in capsys.readouterr().out and json.loads(out.read_text())["overall"]["accuracy"] == 1.0
     # several models: one file holding every model's report
-    models = ["--model", "a", "--model", "b"]
-    args = parser.parse_args(["eval", "world", *models, "--families", "digits", "--n", "3", "--out", f"{out}"])
+    argv = ["eval", "world", "--model", "a", "--model", "b", "--families", "digits", "--n", "3"]
+    args = parser.parse_args([*argv, "--out", str(out)])
     assert args.func(args) == 0 and [p for p, _ in loaded[1:]] == ["a", "b"]
     both = json.loads(out.read_text())["models"]
     assert list(both) == ["a", "b"] and all(r["overall"]["accuracy"] == 1.0 for r in both.values())
