@@ -99,11 +99,9 @@ class Blip2(ChatMixin, PretrainedMixin, nn.Module):
     ) -> ModelOutput:
         """Inputs as Blip2Processor / InstructBlipProcessor make them; image_features (one
         [num_query_tokens, D_text] per image) instead of pixels when already computed."""
-        if image_features is None and pixel_values is not None and pixel_values.numel() > 0:
-            image_features = self.image_features(pixel_values, qformer_input_ids, qformer_attention_mask)
-        embeds = self.embed(input_ids, image_features, prompt=cache is None or cache.length == 0)
-        lm_inputs = (embeds, attention_mask, position_ids, cache, last_only)
-        return self.run_language_model(*lm_inputs, labels, image_features)
+        lm_inputs = (input_ids, attention_mask, position_ids, labels, cache, image_features, last_only)
+        qformer = {"qformer_input_ids": qformer_input_ids, "qformer_attention_mask": qformer_attention_mask}
+        return self.forward_spliced(*lm_inputs, pixel_values, **qformer)
 
     # --- prompts ---
 

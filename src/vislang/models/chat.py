@@ -160,6 +160,26 @@ class ChatMixin:
         embeds = self.language_model.embed_tokens(input_ids)
         return splice_image_features(embeds, input_ids, self.media_token_ids, image_features, prompt)
 
+    def forward_spliced(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        labels,
+        cache,
+        image_features,
+        last_only,
+        pixel_values=None,
+        **feature_inputs,
+    ) -> ModelOutput:
+        """A splice model's forward: each image's features (from its pixels and feature_inputs, unless
+        given) at its placeholder tokens, then the language model."""
+        if image_features is None and pixel_values is not None and pixel_values.numel() > 0:
+            image_features = self.image_features(pixel_values, **feature_inputs)
+        embeds = self.embed(input_ids, image_features, prompt=cache is None or cache.length == 0)
+        lm_inputs = (embeds, attention_mask, position_ids, cache, last_only)
+        return self.run_language_model(*lm_inputs, labels, image_features)
+
     def run_language_model(
         self, embeds, attention_mask, position_ids, cache, last_only, labels, image_features
     ) -> ModelOutput:

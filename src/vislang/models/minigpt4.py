@@ -116,11 +116,8 @@ class MiniGPT4(ChatMixin, nn.Module):
         last_only: bool = False,
         **unused,
     ) -> ModelOutput:
-        if image_features is None and pixel_values is not None and pixel_values.numel() > 0:
-            image_features = self.image_features(pixel_values)
-        embeds = self.embed(input_ids, image_features, prompt=cache is None or cache.length == 0)
-        lm_inputs = (embeds, attention_mask, position_ids, cache, last_only)
-        return self.run_language_model(*lm_inputs, labels, image_features)
+        lm_inputs = (input_ids, attention_mask, position_ids, labels, cache, image_features, last_only)
+        return self.forward_spliced(*lm_inputs, pixel_values)
 
     # --- the trained part ---
 
