@@ -79,10 +79,6 @@ class Blip2(ChatMixin, PretrainedMixin, nn.Module):
     def num_image_tokens(self, image_size_hw=None) -> int:
         return self.cfg.num_query_tokens
 
-    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
-        pixel_values = self.image_transform.batch(images)
-        return {"pixel_values": pixel_values}, [self.num_image_tokens()] * len(images)
-
     def forward(
         self,
         input_ids: torch.Tensor,

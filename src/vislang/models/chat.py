@@ -83,7 +83,7 @@ def _options(part: dict) -> dict:
 
 class ChatMixin:
     """Needs: `language_model` (a Decoder), `tokenizer`, `chat_template`, `image_token_id`,
-    and `prepare_images(list[PIL.Image]) -> (model inputs, per-image token counts)`."""
+    and either `num_image_tokens()` (one fixed-size input per image) or its own `prepare_images`."""
 
     fallback_chat_template = LLAVA_FALLBACK_CHAT_TEMPLATE  # for a folder that ships none
     generation_eos: tuple[int, ...] = ()  # generation_config.json's end tokens, when the folder has one
@@ -144,6 +144,12 @@ class ChatMixin:
         if media.kind != "image":
             raise VislangError(f"{type(self).__name__} reads images only, not {media.kind}s")
         return Media("image", load_image(media.source), media.options)
+
+    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
+        """PIL images -> pixels [N, 3, S, S] and each image's placeholder count (num_image_tokens):
+        a model with one fixed-size input per image; others override it."""
+        pixel_values = self.image_transform.batch(images)
+        return {"pixel_values": pixel_values}, [self.num_image_tokens()] * len(images)
 
     def prepare_media(self, media: list[Media]) -> tuple[dict, list[int]]:
         """Loaded media -> model inputs (tensors of all of them together) and each one's token count."""

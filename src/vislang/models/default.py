@@ -148,9 +148,6 @@ class DefaultVLM(ChatMixin, nn.Module):
     def num_image_tokens(self, image_size_hw=None) -> int:
         return self.cfg.tokens_per_side**2
 
-    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
-        return {"pixel_values": self.image_transform.batch(images)}, [self.num_image_tokens()] * len(images)
-
     def image_features(self, pixel_values: torch.Tensor, image_sizes=None) -> list[torch.Tensor]:
         with torch.no_grad():
             grid = self.vision.features(pixel_values)  # [N, 1280, 7, 7]

@@ -47,11 +47,6 @@ class Llava(ChatMixin, PretrainedMixin, nn.Module):
         v = self.cfg.vision_config
         return v.num_patches + (self.cfg.vision_feature_select_strategy == "full")
 
-    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
-        """PIL images -> model inputs and the feature count of each image."""
-        pixel_values = self.image_transform.batch(images)
-        return {"pixel_values": pixel_values}, [self.num_image_tokens()] * len(images)
-
     def forward(
         self,
         input_ids: torch.Tensor,

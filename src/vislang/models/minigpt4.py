@@ -93,9 +93,8 @@ class MiniGPT4(ChatMixin, nn.Module):
         self.vision.eval()  # BatchNorm keeps ImageNet statistics whatever the mode
         return self
 
-    def prepare_images(self, images: list) -> tuple[dict, list[int]]:
-        pixels = self.image_transform.batch(images)
-        return {"pixel_values": pixels}, [self.cfg.num_query_tokens] * len(images)
+    def num_image_tokens(self, image_size_hw=None) -> int:
+        return self.cfg.num_query_tokens
 
     def image_features(self, pixel_values: torch.Tensor, **unused) -> list[torch.Tensor]:
         """[N, 3, S, S] -> one [num_query_tokens, text_dim] tensor per image."""
