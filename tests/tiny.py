@@ -19,6 +19,17 @@ VISION = dict(
 )
 
 TEXT = {
+    "llama_blocks": dict(  # widths that are multiples of 64: the q4 / q8 block formats take them
+        model_type="llama",
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=160,
+        max_position_embeddings=256,
+        rope_theta=10000.0,
+    ),
     "llama_gqa": dict(
         model_type="llama",
         hidden_size=48,

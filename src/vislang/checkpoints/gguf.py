@@ -177,10 +177,19 @@ def _dequantize(tensor, gguf) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(_torch_shape(tensor))
 
 
-def read_gguf(path: str | Path) -> tuple[TextConfig, dict[str, torch.Tensor], dict[str, Any]]:
+# block formats the native kernels run as stored (generation/blocks.py)
+BLOCK_QUANTS = ("Q4_0", "Q4_1", "Q8_0")
+
+
+def read_gguf(
+    path: str | Path, blocks: bool = False
+) -> tuple[TextConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(config, fp32 state dict in vislang Decoder names, raw metadata) of a Llama-family GGUF.
 
     Q and K are un-permuted back to Hugging Face's RoPE layout. A tied file has no lm_head.weight.
+    blocks: matrices stored in Q4_0 / Q4_1 / Q8_0 come as they are, not expanded to fp32: their
+    entry is a tuple (kind, qs, d, m) of generation/blocks.py; a tied file's embedding table is
+    expanded for lookups and its blocks also given as lm_head's.
     """
     path = Path(path)
     gguf, reader = _open(path)
@@ -192,24 +201,54 @@ def read_gguf(path: str | Path) -> tuple[TextConfig, dict[str, torch.Tensor], di
         if name is None:
             unknown.append(tensor.name)
             continue
-        w = torch.from_numpy(_dequantize(tensor, gguf))
+        heads = None
         if ".attn_q." in tensor.name:
-            w = unpermute_qk(w, cfg.num_attention_heads)
+            heads = cfg.num_attention_heads
         elif ".attn_k." in tensor.name:
-            w = unpermute_qk(w, cfg.num_key_value_heads)
-        state[name] = w
+            heads = cfg.num_key_value_heads
+        kind = tensor.tensor_type.name
+        if blocks and kind in BLOCK_QUANTS and len(tensor.shape) == 2:
+            from ..generation.blocks import from_gguf
+
+            block = from_gguf(kind, tensor.data)
+            if heads:  # a permutation of whole rows: each row's blocks move with it
+                block = (block[0], *(unpermute_qk(t, heads) if t.numel() else t for t in block[1:]))
+            if name != "embed_tokens.weight":
+                state[name] = block
+                continue
+            if cfg.tie_word_embeddings:
+                state["lm_head.weight"] = block
+        w = torch.from_numpy(_dequantize(tensor, gguf))
+        state[name] = w if heads is None else unpermute_qk(w, heads)
     if unknown:
         raise CheckpointError(f"{len(unknown)} tensors of {path.name} fit no decoder part: {unknown[:5]}")
     return cfg, state, md
 
 
 def decoder_from_state(
-    cfg: TextConfig, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32, source: str = "GGUF"
+    cfg: TextConfig,
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    source: str = "GGUF",
+    blocks: dict[str, tuple] | None = None,
 ) -> Decoder:
-    """A Decoder in eval mode holding `state` (read_gguf's output); the tensors are used, not copied."""
+    """A Decoder in eval mode holding `state` (read_gguf's output); the tensors are used, not copied.
+    blocks: weight name -> (kind, qs, d, m): those linear layers become BlockLinear layers."""
     with torch.device("meta"):  # no time spent on random weights that are overwritten at once
         model = Decoder(cfg)
     state = {k: v.to(dtype) for k, v in state.items()}
+    if blocks:
+        from ..generation.blocks import BlockLinear
+
+        for name, (kind, qs, d, m) in blocks.items():
+            parent, _, child = name.removesuffix(".weight").rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            bias = state.pop(name.removesuffix("weight") + "bias", None)
+            layer = BlockLinear(kind, qs, d, m, bias)
+            setattr(owner, child, layer)
+            state.update({f"{name.removesuffix('weight')}{k}": v for k, v in layer.state_dict().items()})
+        if "lm_head.weight" in blocks:
+            model.tie = False  # the head reads its own blocks; the embeddings stay fp32 for lookups
     load_weights(model, state, model.tie, source)
     for module in model.modules():  # buffers built on the meta device are recomputed for real
         if hasattr(module, "reset_buffers"):
@@ -218,11 +257,24 @@ def decoder_from_state(
     return model.eval()
 
 
-def load_gguf_decoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Decoder:
-    """A vislang Decoder in eval mode from a GGUF file (default: the packaged SmolLM2-135M-Instruct)."""
+def load_gguf_decoder(
+    path: str | Path | None = None, dtype: torch.dtype = torch.float32, weights: str = "fp32"
+) -> Decoder:
+    """A vislang Decoder in eval mode from a GGUF file (default: the packaged SmolLM2-135M-Instruct).
+
+    weights "q4" / "q8": matrices the file stores in Q4_0, Q4_1 or Q8_0 run on those blocks as
+    they are (generation/blocks.py); any other is quantized to `weights`. Then
+    `quantize_decoder(model, weights, fuse=True)` fuses them and gives the native decode step.
+    """
     start = time.perf_counter()
     path = smollm2_path() if path is None else Path(path)
-    cfg, state, _ = read_gguf(path)
-    model = decoder_from_state(cfg, state, dtype, str(path))
+    keep_blocks = weights in ("q4", "q8")
+    cfg, state, _ = read_gguf(path, blocks=keep_blocks)
+    block_state = {k: state.pop(k) for k in [k for k, v in state.items() if isinstance(v, tuple)]}
+    model = decoder_from_state(cfg, state, dtype, str(path), blocks=block_state)
+    if keep_blocks:
+        from ..generation.quantize import quantize_decoder
+
+        quantize_decoder(model, weights)  # the rest of the matrices into blocks too
     log.info("loaded %s in %.1f s", path.name, time.perf_counter() - start)
     return model

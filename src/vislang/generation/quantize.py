@@ -34,9 +34,14 @@ from torch import nn
 
 from ..nn.linear import ONEDNN, Linear, PackedLinear, fast_linear
 
-FORMATS = ("fp32", "bf16", "int8", "int8-full")
+FORMATS = ("fp32", "bf16", "int8", "int8-full", "q4", "q8")
 PREFILL_ROWS = 16
 _PREFILLING = threading.local()  # per thread: the engine's model thread, a caller's generate
+
+
+def prefilling() -> bool:
+    """Whether this thread is inside `prefill()`."""
+    return getattr(_PREFILLING, "on", False)
 
 
 @contextmanager
@@ -66,9 +71,7 @@ class ReducedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if self.fp32_weight is not None and (
-            flat.shape[0] > PREFILL_ROWS or getattr(_PREFILLING, "on", False)
-        ):
+        if self.fp32_weight is not None and (flat.shape[0] > PREFILL_ROWS or prefilling()):
             y = fast_linear(flat, self.fp32_weight.to(x.dtype))
         else:
             y = self.reduced(flat).to(x.dtype)
@@ -129,6 +132,8 @@ def quantize_decoder(
             if hasattr(module, "fuse"):
                 module.fuse()
     head = getattr(decoder, "lm_head", None)
+    if fmt in ("q4", "q8"):
+        return _to_blocks(decoder, fmt)
     if fmt == "fp32":
         if fuse and ONEDNN and decoder.embed_tokens.weight.dtype == torch.float32:
             _replace_linears(decoder, lambda child: child is not head, PackedLinear.of)
@@ -140,6 +145,25 @@ def quantize_decoder(
     _replace_linears(decoder, lambda child: child is not head or fmt == "int8-full", make)
     if fmt == "int8-full" and hasattr(decoder, "tie"):
         decoder.tie = False  # lm_head now has its own copy
+    return decoder
+
+
+def _to_blocks(decoder: nn.Module, fmt: str) -> nn.Module:
+    """Every linear layer in llama.cpp-style blocks (generation/blocks.py), the head in q8 (as
+    llama.cpp's own Q4 files store it: the head decides between close tokens); layers already in
+    blocks (read from a GGUF file) stay as they are. A fused decoder also gets the native step."""
+    from .blocks import BlockLinear
+    from .native_step import attach_native_step
+
+    head = getattr(decoder, "lm_head", None)
+    _replace_linears(
+        decoder, lambda c: c is not head and c.in_features % 64 == 0, lambda c: BlockLinear.quantize(c, fmt)
+    )
+    if isinstance(head, (nn.Linear, Linear)) and head.in_features % 64 == 0:
+        decoder.lm_head = BlockLinear.quantize(head, "q8")
+        if hasattr(decoder, "tie"):
+            decoder.tie = False  # the head has its own blocks; the embeddings stay fp32 for lookups
+    attach_native_step(decoder)
     return decoder
 
 

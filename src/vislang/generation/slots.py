@@ -102,6 +102,12 @@ class SlotCache:
         self.values[layer][self._rows, :, self._pos] = v[:, :, 0]
         return self.keys[layer][:n, :, : self.length + 1], self.values[layer][:n, :, : self.length + 1]
 
+    def decode_positions(self, batch: int) -> torch.Tensor:
+        """Where each row of the step under way writes its new key (its own length)."""
+        if self._pos is None or len(self._pos) != batch:
+            raise ValueError("decode_positions outside a step begun for these rows")
+        return self._pos
+
     def advance(self, n_tokens: int) -> None:
         for row in range(len(self._rows)):
             self.lengths[row] += n_tokens

@@ -11,7 +11,10 @@ from .rope import rotate
 
 
 def concat_linear(parts: list[nn.Linear]) -> nn.Linear:
-    """One nn.Linear computing the given layers' outputs side by side (same input)."""
+    """One nn.Linear computing the given layers' outputs side by side (same input). Layers of a
+    type with its own `concat` (block-quantized ones) are joined by it."""
+    if hasattr(type(parts[0]), "concat"):
+        return type(parts[0]).concat(parts)
     w = torch.cat([p.weight.detach() for p in parts])
     fused = Linear(w.shape[1], w.shape[0], bias=any(p.bias is not None for p in parts))
     fused = fused.to(device=w.device, dtype=w.dtype).requires_grad_(False)

@@ -29,5 +29,9 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def decode_positions(self, batch: int) -> torch.Tensor:
+        """Where each of `batch` rows writes its next key in a one-token step (all at `length`)."""
+        return torch.full((batch,), self.length, dtype=torch.long)
+
     def advance(self, n: int) -> None:
         self.length += n

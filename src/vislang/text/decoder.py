@@ -54,6 +54,9 @@ class Decoder(nn.Module):
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg.mrope_section)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
+        # a whole one-token step in one call, set on block weights (generation/native_step.py);
+        # it returns None for a call it does not take
+        self.fast_decode = None
 
     def tie_weights(self) -> None:
         if self.tie:
@@ -90,6 +93,10 @@ class Decoder(nn.Module):
             attention_mask = torch.ones(B, past + T, dtype=torch.long, device=x.device)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)[:, past:]
+        if T == 1 and cache is not None and self.fast_decode is not None:
+            out = self.fast_decode(x, attention_mask, position_ids, cache, logits)
+            if out is not None:
+                return out
         if past == 0 and self.cfg.window is None and T > 1 and bool(attention_mask.all()):
             mask = CAUSAL  # no padding, nothing cached: SDPA's own causal kernel
         else:

@@ -1,0 +1,162 @@
+// Dot products of block-quantized weight rows with block-quantized activations.
+//
+// Weights come in blocks of 32 along a row (ggml's block size), each with an fp16 scale d:
+//   q4: value = d * q + m, q in 0..15, m an fp16 minimum per block (ggml's Q4_1; Q4_0 is m = -8d).
+//       Nibbles are repacked per 64 values (two blocks): byte i holds value i in its low nibble and
+//       value 32 + i in its high one, so one 32-byte load unpacks into 64 values in order.
+//   q8: value = d * q, q in -127..127 (ggml's Q8_0).
+// Activations are quantized the same way llama.cpp does it for these formats: blocks of 32 int8
+// with an fp32 scale, and the block's sum (scale * sum of q) for the q4 minimum and q8's offset.
+// The inner product is then integer: AVX512-VNNI's vpdpbusd multiplies unsigned bytes by signed
+// bytes, 64 at a time. q4's nibbles are unsigned already; q8's signed weights are offset by 128
+// (w + 128 is unsigned) and 128 * sum(x) is taken back out through the same per-block term as q4's
+// minimum. Rows must hold a multiple of 64 values (checked in Python).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define VISLANG_VNNI 1
+#include <immintrin.h>
+#endif
+
+namespace vq {
+
+constexpr int BLOCK = 32;
+enum Kind { Q4 = 0, Q8 = 1 };
+
+inline float half_to_float(uint16_t h) {
+#ifdef VISLANG_VNNI
+  return _cvtsh_ss(h);
+#else
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400u)) {
+        man <<= 1;
+        --exp;
+      }
+      bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+// One activation row in blocks of 32: q[K] int8, d[K/32] scales, s[K/32] = d * sum(q).
+struct QAct {
+  int8_t* q;
+  float* d;
+  float* s;
+};
+
+inline void quantize_row(const float* x, int K, QAct a) {
+  for (int b = 0; b < K / BLOCK; ++b) {
+    const float* xb = x + b * BLOCK;
+    float amax = 0.f;
+    for (int i = 0; i < BLOCK; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+    const float d = amax / 127.f, inv = d > 0.f ? 1.f / d : 0.f;
+    int sum = 0;
+    for (int i = 0; i < BLOCK; ++i) {
+      const int q = (int)std::nearbyint(xb[i] * inv);
+      a.q[b * BLOCK + i] = (int8_t)q;
+      sum += q;
+    }
+    a.d[b] = d;
+    a.s[b] = d * (float)sum;
+  }
+}
+
+// sum over the row of w * x, for one weight row (qs: its bytes, d/m: its block scales/minima).
+inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K) {
+  const int nb = K / BLOCK;
+  float scale[1024];  // d_w * d_x per block (rows up to 32768 values, checked in Python)
+  float offset = 0.f;  // sum over blocks of (minimum or -128 d_w) * s_x
+#ifdef VISLANG_VNNI
+  for (int b = 0; b < nb; b += 16) {
+    const __mmask16 k = (__mmask16)((nb - b >= 16) ? 0xffff : ((1u << (nb - b)) - 1));
+    const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b));
+    const __m512 mw = kind == Q4 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b))
+                                 : _mm512_mul_ps(dw, _mm512_set1_ps(-128.f));
+    _mm512_mask_storeu_ps(scale + b, k, _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(k, a.d + b)));
+    offset += _mm512_reduce_add_ps(_mm512_mul_ps(mw, _mm512_maskz_loadu_ps(k, a.s + b)));
+  }
+  const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc = _mm512_setzero_ps();
+  if (kind == Q4) {
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    for (int g = 0; g < K / 64; ++g) {
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * g));
+      const __m256i lo = _mm256_and_si256(v, low);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+      const __m512 sc = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(
+                                                        _mm_load_sd((const double*)(scale + 2 * g)))));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
+    }
+  } else {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int g = 0; g < K / 64; ++g) {
+      const __m512i w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + 64 * g)), flip);
+      const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+      const __m512 sc = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(
+                                                        _mm_load_sd((const double*)(scale + 2 * g)))));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
+    }
+  }
+  return _mm512_reduce_add_ps(acc) + offset;
+#else
+  float total = 0.f;
+  for (int b = 0; b < nb; ++b) {
+    const float dw = half_to_float(d[b]);
+    scale[b] = dw * a.d[b];
+    offset += (kind == Q4 ? half_to_float(m[b]) : -128.f * dw) * a.s[b];
+  }
+  for (int b = 0; b < nb; ++b) {
+    int sum = 0;
+    const int8_t* x = a.q + b * BLOCK;
+    if (kind == Q4) {
+      const int g = b / 2, half = b % 2;  // block 2g in low nibbles, 2g + 1 in high ones
+      const uint8_t* p = qs + 32 * g;
+      for (int i = 0; i < BLOCK; ++i) sum += (half ? (p[i] >> 4) : (p[i] & 15)) * x[i];
+    } else {
+      const int8_t* p = (const int8_t*)qs + b * BLOCK;
+      for (int i = 0; i < BLOCK; ++i) sum += (p[i] + 128) * x[i];
+    }
+    total += scale[b] * (float)sum;
+  }
+  return total + offset;
+#endif
+}
+
+// Row n of a quantized matrix as floats.
+inline void dequantize_row(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, int K, float* out) {
+  for (int b = 0; b < K / BLOCK; ++b) {
+    const float dw = half_to_float(d[b]);
+    if (kind == Q4) {
+      const float mw = half_to_float(m[b]);
+      const uint8_t* p = qs + 32 * (b / 2);
+      const int shift = 4 * (b % 2);
+      for (int i = 0; i < BLOCK; ++i) out[b * BLOCK + i] = dw * (float)((p[i] >> shift) & 15) + mw;
+    } else {
+      const int8_t* p = (const int8_t*)qs + b * BLOCK;
+      for (int i = 0; i < BLOCK; ++i) out[b * BLOCK + i] = dw * (float)p[i];
+    }
+  }
+}
+
+}  // namespace vq
