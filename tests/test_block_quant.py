@@ -164,10 +164,14 @@ def test_native_step_equals_layer_by_layer(fmt, bias):
             step_mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
             logits.append(m(input_ids=ids[:, -1:], attention_mask=step_mask, cache=cache))
             assert cache.length == 10
-        torch.testing.assert_close(logits[0], logits[1], atol=2e-3, rtol=0)
-        torch.testing.assert_close(
-            caches[0].keys[2][:, :, :10], caches[1].keys[2][:, :, :10], atol=1e-5, rtol=0
-        )
+        # 1e-5 apart, unless a float-order difference (norm, attention) moved an activation across
+        # a rounding half: one 8-bit step then shifts that row by ~0.1% of the logits' range
+        scale = float(logits[1].abs().max())
+        torch.testing.assert_close(logits[0], logits[1], atol=2e-3 * scale, rtol=0)
+        assert float((logits[0] - logits[1]).abs().median()) < 1e-4 * scale
+        keys = [c.keys[2][:, :, :10] for c in caches]  # the cache the native step wrote
+        torch.testing.assert_close(keys[0], keys[1], atol=1e-2 * float(keys[1].abs().max()), rtol=0)
+        assert float((keys[0] - keys[1]).abs().median()) < 1e-6
 
 
 @needs_native

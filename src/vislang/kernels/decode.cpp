@@ -34,16 +34,28 @@ struct QMat {
     TORCH_CHECK(qs.size(0) == N && qs.size(1) == (kind == vq::Q4 ? K / 2 : K), "qs shape");
     if (kind == vq::Q4) TORCH_CHECK(m.sizes() == d.sizes() && m.scalar_type() == at::kHalf, "m shape");
     if (bias_.defined() && bias_.numel() > 0) bias = bias_.to(at::kFloat).contiguous();
+    // raw pointers once: data_ptr's checks cost more than a row's dot product at these sizes
+    q_ptr = qs.data_ptr<uint8_t>();
+    d_ptr = (const uint16_t*)d.data_ptr<at::Half>();
+    m_ptr = kind == vq::Q4 ? (const uint16_t*)m.data_ptr<at::Half>() : nullptr;
+    b_ptr = bias.defined() ? bias.data_ptr<float>() : nullptr;
   }
+  const uint8_t* q_ptr = nullptr;
+  const uint16_t *d_ptr = nullptr, *m_ptr = nullptr;
+  const float* b_ptr = nullptr;
   int64_t row_bytes() const { return kind == vq::Q4 ? K / 2 : K; }
-  const uint16_t* drow(int64_t n) const { return (const uint16_t*)d.data_ptr<at::Half>() + n * (K / 32); }
-  const uint16_t* mrow(int64_t n) const {
-    return kind == vq::Q4 ? (const uint16_t*)m.data_ptr<at::Half>() + n * (K / 32) : nullptr;
-  }
-  const uint8_t* qrow(int64_t n) const { return qs.data_ptr<uint8_t>() + n * row_bytes(); }
+  const uint16_t* drow(int64_t n) const { return d_ptr + n * (K / 32); }
+  const uint16_t* mrow(int64_t n) const { return m_ptr ? m_ptr + n * (K / 32) : nullptr; }
+  const uint8_t* qrow(int64_t n) const { return q_ptr + n * row_bytes(); }
   float row_dot(int64_t n, const vq::QAct& a) const {
-    const float b = bias.defined() ? bias.data_ptr<float>()[n] : 0.f;
-    return vq::dot(kind, qrow(n), drow(n), mrow(n), a, (int)K) + b;
+    return vq::dot(kind, qrow(n), drow(n), mrow(n), a, (int)K) + (b_ptr ? b_ptr[n] : 0.f);
+  }
+  // rows n .. n + ROWS - 1 at once
+  static constexpr int ROWS = 4;
+  void rows_dot(int64_t n, const vq::QAct& a, float* out) const {
+    vq::dot_rows<ROWS>(kind, qrow(n), drow(n), mrow(n), a, (int)K, out);
+    if (b_ptr)
+      for (int r = 0; r < ROWS; ++r) out[r] += b_ptr[n + r];
   }
 };
 
@@ -63,8 +75,17 @@ struct Acts {
 
 // out[b * ld + n] (+)= W[n] . a[b] for every row n; inside a parallel region, rows split by thread.
 void matvec(const QMat& W, const Acts& a, int64_t B, float* out, int64_t ld, bool accumulate) {
+  const int64_t R = QMat::ROWS, quads = W.N / R;
+#pragma omp for schedule(static) nowait
+  for (int64_t i = 0; i < quads; ++i) {
+    for (int64_t b = 0; b < B; ++b) {
+      float v[QMat::ROWS];
+      W.rows_dot(i * R, a.rows[b], v);
+      for (int64_t r = 0; r < R; ++r) out[b * ld + i * R + r] = accumulate ? out[b * ld + i * R + r] + v[r] : v[r];
+    }
+  }
 #pragma omp for schedule(static)
-  for (int64_t n = 0; n < W.N; ++n) {
+  for (int64_t n = quads * R; n < W.N; ++n) {  // the rows left over
     for (int64_t b = 0; b < B; ++b) {
       const float v = W.row_dot(n, a.rows[b]);
       out[b * ld + n] = accumulate ? out[b * ld + n] + v : v;

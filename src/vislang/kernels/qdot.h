@@ -78,22 +78,32 @@ inline void quantize_row(const float* x, int K, QAct a) {
   }
 }
 
+#ifdef VISLANG_VNNI
+// [dw0 * dx0 in lanes 0-7, dw1 * dx1 in lanes 8-15] for a pair of blocks, computed where it is used
+// (a table written just before would be read back through a stalled store-to-load forward)
+inline __m512 pair_scale(__m512i pair, const uint16_t* dw, const float* dx) {
+  int32_t two_halves;
+  std::memcpy(&two_halves, dw, 4);
+  const __m128 w = _mm_cvtph_ps(_mm_cvtsi32_si128(two_halves));
+  const __m128 x = _mm_castpd_ps(_mm_load_sd((const double*)dx));
+  return _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_mul_ps(w, x)));
+}
+#endif
+
 // sum over the row of w * x, for one weight row (qs: its bytes, d/m: its block scales/minima).
 inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K) {
   const int nb = K / BLOCK;
-  float scale[1024];  // d_w * d_x per block (rows up to 32768 values, checked in Python)
-  float offset = 0.f;  // sum over blocks of (minimum or -128 d_w) * s_x
 #ifdef VISLANG_VNNI
+  // the per-block terms (minimum or offset) go into the same accumulator: one reduction per row
+  __m512 acc = _mm512_setzero_ps();
   for (int b = 0; b < nb; b += 16) {
     const __mmask16 k = (__mmask16)((nb - b >= 16) ? 0xffff : ((1u << (nb - b)) - 1));
-    const __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b));
     const __m512 mw = kind == Q4 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b))
-                                 : _mm512_mul_ps(dw, _mm512_set1_ps(-128.f));
-    _mm512_mask_storeu_ps(scale + b, k, _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(k, a.d + b)));
-    offset += _mm512_reduce_add_ps(_mm512_mul_ps(mw, _mm512_maskz_loadu_ps(k, a.s + b)));
+                                 : _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b)),
+                                                 _mm512_set1_ps(-128.f));
+    acc = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(k, a.s + b), acc);
   }
   const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  __m512 acc = _mm512_setzero_ps();
   if (kind == Q4) {
     const __m256i low = _mm256_set1_epi8(0x0f);
     for (int g = 0; g < K / 64; ++g) {
@@ -103,8 +113,7 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
       const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
       const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
       const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-      const __m512 sc = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(
-                                                        _mm_load_sd((const double*)(scale + 2 * g)))));
+      const __m512 sc = pair_scale(pair, d + 2 * g, a.d + 2 * g);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
     }
   } else {
@@ -113,14 +122,14 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
       const __m512i w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + 64 * g)), flip);
       const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
       const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-      const __m512 sc = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(
-                                                        _mm_load_sd((const double*)(scale + 2 * g)))));
+      const __m512 sc = pair_scale(pair, d + 2 * g, a.d + 2 * g);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
     }
   }
-  return _mm512_reduce_add_ps(acc) + offset;
+  return _mm512_reduce_add_ps(acc);
 #else
-  float total = 0.f;
+  float scale[1024];  // d_w * d_x per block (rows up to 32768 values, checked in Python)
+  float total = 0.f, offset = 0.f;  // offset: sum over blocks of (minimum or -128 d_w) * s_x
   for (int b = 0; b < nb; ++b) {
     const float dw = half_to_float(d[b]);
     scale[b] = dw * a.d[b];
@@ -140,6 +149,54 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
     total += scale[b] * (float)sum;
   }
   return total + offset;
+#endif
+}
+
+// R consecutive rows at once (row r at qs + r * row_bytes, d + r * nb, m + r * nb): the activation
+// is loaded once per 64 values for all R, and R independent accumulators keep the FMA unit busy.
+template <int R>
+inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
+                     float* out) {
+#ifdef VISLANG_VNNI
+  const int nb = K / BLOCK;
+  const int64_t row_bytes = kind == Q4 ? K / 2 : K;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    const uint16_t* dr = d + r * nb;
+    const uint16_t* mr = m ? m + r * nb : nullptr;
+    for (int b = 0; b < nb; b += 16) {
+      const __mmask16 k = (__mmask16)((nb - b >= 16) ? 0xffff : ((1u << (nb - b)) - 1));
+      const __m512 mw = kind == Q4 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mr + b))
+                                   : _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, dr + b)),
+                                                   _mm512_set1_ps(-128.f));
+      acc[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(k, a.s + b), acc[r]);
+    }
+  }
+  const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int g = 0; g < K / 64; ++g) {
+    const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
+    for (int r = 0; r < R; ++r) {
+      __m512i w;
+      if (kind == Q4) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + r * row_bytes + 32 * g));
+        const __m256i lo = _mm256_and_si256(v, low);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      } else {
+        w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + r * row_bytes + 64 * g)), flip);
+      }
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(pair, d + r * nb + 2 * g, a.d + 2 * g), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+#else
+  const int nb = K / BLOCK;
+  const int64_t row_bytes = kind == Q4 ? K / 2 : K;
+  for (int r = 0; r < R; ++r) out[r] = dot(kind, qs + r * row_bytes, d + r * nb, m ? m + r * nb : nullptr, a, K);
 #endif
 }
 
