@@ -83,7 +83,11 @@ def test_native_matmul_equals_reference(fmt, rows):
     x = torch.randn(rows, 320) * 3
     w = layer.weight_fp32()
     assert torch.equal(w, dequantize(layer.kind, layer.qs, layer.d, layer.m, use_native=False))
-    got = ext.qmatmul(layer.kind, layer.qs, layer.d, layer.m, x)
+    got = ext.qmatmul(layer.kind, False, layer.qs, layer.d, layer.m, x)
+    layer.interleave()  # rows four at a time (70 rows: 17 fours and 2 plain): the same numbers
+    assert torch.equal(layer.weight_fp32(), w)
+    assert torch.equal(dequantize(layer.kind, layer.qs, layer.d, layer.m, True, use_native=False), w)
+    assert torch.equal(ext.qmatmul(layer.kind, True, layer.qs, layer.d, layer.m, x), got)
     want = reference_qmatmul(w, x)
     assert (got - want).abs().max() < 1e-4 * want.abs().max()
     # a decode call goes through the kernel (bias added); a prompt through fp32 on the expanded weights

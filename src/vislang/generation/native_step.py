@@ -17,16 +17,36 @@ from .blocks import BlockLinear
 from .quantize import prefilling
 
 
+F32 = 2  # kernels/qdot.h: a plain fp32 matrix
+
+
 def _mat(layer: nn.Module) -> tuple:
-    bias = layer.bias if layer.bias is not None else torch.empty(0)
-    return (layer.kind, layer.qs, layer.d, layer.m, bias)
+    bias = layer.bias.detach() if layer.bias is not None else torch.empty(0)
+    if isinstance(layer, BlockLinear):
+        layer.interleave()
+        return (layer.kind, True, layer.qs, layer.d, layer.m, bias)
+    return (F32, False, layer.weight.detach(), torch.empty(0), torch.empty(0), bias)
+
+
+def _fits(layer) -> bool:
+    """A block layer, or a plain fp32 one the step reads as it is."""
+    if isinstance(layer, BlockLinear):
+        return True
+    w = getattr(layer, "weight", None)
+    return (
+        isinstance(layer, nn.Linear)
+        and w is not None
+        and w.dtype == torch.float32
+        and w.is_contiguous()
+        and layer.in_features % 16 == 0
+    )
 
 
 def attach_native_step(decoder: nn.Module) -> bool:
     """Give `decoder` a native one-token step if it fits; returns whether it did."""
     built = _build(decoder)
     if built is None:
-        return False
+        return None
     decoder.fast_decode = NativeStep(decoder, *built)
     return True
 
@@ -48,12 +68,12 @@ def _build(decoder: nn.Module):
             getattr(mlp, "gate_up_proj", None),
             mlp.down_proj,
         ]
-        if not all(isinstance(p, BlockLinear) for p in parts):
+        if not all(p is not None and _fits(p) for p in parts):
             return None
         norms += [layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()]
         mats += [_mat(p) for p in parts]
     norms.append(decoder.norm.weight.detach())
-    head = decoder.lm_head if isinstance(decoder.lm_head, BlockLinear) else None
+    head = decoder.lm_head if _fits(decoder.lm_head) else None
     if head is not None:
         mats.append(_mat(head))
     model = ext.DecodeModel(

@@ -21,21 +21,38 @@ namespace {
 
 struct QMat {
   vq::Kind kind = vq::Q4;
+  bool interleaved = false;
   int64_t N = 0, K = 0;
   at::Tensor qs, d, m, bias;  // qs uint8 [N, bytes per row]; d, m fp16 [N, K/32]; bias fp32 [N] or undefined
 
   QMat() = default;
-  QMat(int64_t kind_, at::Tensor qs_, at::Tensor d_, at::Tensor m_, at::Tensor bias_)
-      : kind((vq::Kind)kind_), qs(qs_.contiguous()), d(d_.contiguous()), m(m_.contiguous()) {
-    N = d.size(0);
-    K = d.size(1) * vq::BLOCK;
-    TORCH_CHECK(qs.scalar_type() == at::kByte && d.scalar_type() == at::kHalf, "qs uint8, d fp16");
-    TORCH_CHECK(K % 64 == 0 && K <= 32768, "rows must hold a multiple of 64 values, at most 32768");
-    TORCH_CHECK(qs.size(0) == N && qs.size(1) == (kind == vq::Q4 ? K / 2 : K), "qs shape");
-    if (kind == vq::Q4) TORCH_CHECK(m.sizes() == d.sizes() && m.scalar_type() == at::kHalf, "m shape");
+  // interleaved: rows stored four at a time, group by group (row 4i + r's group g at
+  // (4i) * row_bytes + g * 4 * group_bytes + r * group_bytes), so reading four rows together is one
+  // sequential stream; rows past the last full four are stored plainly after them
+  QMat(int64_t kind_, bool interleaved_, at::Tensor qs_, at::Tensor d_, at::Tensor m_, at::Tensor bias_)
+      : kind((vq::Kind)kind_), interleaved(interleaved_), qs(qs_.contiguous()), d(d_.contiguous()),
+        m(m_.contiguous()) {
+    TORCH_CHECK(!(interleaved && kind_ == vq::F32), "F32 rows are stored plainly");
+    if (kind == vq::F32) {  // plain fp32 rows: qs is the weight itself
+      TORCH_CHECK(qs.scalar_type() == at::kFloat && qs.dim() == 2, "F32 weight must be fp32 [N, K]");
+      N = qs.size(0);
+      K = qs.size(1);
+      TORCH_CHECK(K % 16 == 0, "F32 rows must hold a multiple of 16 values");
+    } else {
+      N = d.size(0);
+      K = d.size(1) * vq::BLOCK;
+      TORCH_CHECK(qs.scalar_type() == at::kByte && d.scalar_type() == at::kHalf, "qs uint8, d fp16");
+      TORCH_CHECK(K % 64 == 0 && K <= 32768, "rows must hold a multiple of 64 values, at most 32768");
+      TORCH_CHECK(qs.size(0) == N && qs.size(1) == (kind == vq::Q4 ? K / 2 : K), "qs shape");
+      if (kind == vq::Q4) TORCH_CHECK(m.sizes() == d.sizes() && m.scalar_type() == at::kHalf, "m shape");
+    }
     if (bias_.defined() && bias_.numel() > 0) bias = bias_.to(at::kFloat).contiguous();
     // raw pointers once: data_ptr's checks cost more than a row's dot product at these sizes
-    q_ptr = qs.data_ptr<uint8_t>();
+    q_ptr = (const uint8_t*)qs.data_ptr();
+    if (kind == vq::F32) {
+      b_ptr = bias.defined() ? bias.data_ptr<float>() : nullptr;
+      return;
+    }
     d_ptr = (const uint16_t*)d.data_ptr<at::Half>();
     m_ptr = kind == vq::Q4 ? (const uint16_t*)m.data_ptr<at::Half>() : nullptr;
     b_ptr = bias.defined() ? bias.data_ptr<float>() : nullptr;
@@ -43,17 +60,23 @@ struct QMat {
   const uint8_t* q_ptr = nullptr;
   const uint16_t *d_ptr = nullptr, *m_ptr = nullptr;
   const float* b_ptr = nullptr;
-  int64_t row_bytes() const { return kind == vq::Q4 ? K / 2 : K; }
-  const uint16_t* drow(int64_t n) const { return d_ptr + n * (K / 32); }
+  int64_t row_bytes() const { return kind == vq::Q4 ? K / 2 : kind == vq::Q8 ? K : 4 * K; }
+  int64_t group_bytes() const { return kind == vq::Q4 ? 32 : 64; }
+  bool in_quads(int64_t n) const { return interleaved && n < N / 4 * 4; }
+  int64_t group_stride(int64_t n) const { return in_quads(n) ? 4 * group_bytes() : group_bytes(); }
+  const uint16_t* drow(int64_t n) const { return d_ptr ? d_ptr + n * (K / 32) : nullptr; }
   const uint16_t* mrow(int64_t n) const { return m_ptr ? m_ptr + n * (K / 32) : nullptr; }
-  const uint8_t* qrow(int64_t n) const { return q_ptr + n * row_bytes(); }
+  const uint8_t* qrow(int64_t n) const {  // where row n's first group starts
+    return in_quads(n) ? q_ptr + n / 4 * 4 * row_bytes() + n % 4 * group_bytes() : q_ptr + n * row_bytes();
+  }
   float row_dot(int64_t n, const vq::QAct& a) const {
-    return vq::dot(kind, qrow(n), drow(n), mrow(n), a, (int)K) + (b_ptr ? b_ptr[n] : 0.f);
+    return vq::dot(kind, qrow(n), drow(n), mrow(n), a, (int)K, group_stride(n)) + (b_ptr ? b_ptr[n] : 0.f);
   }
   // rows n .. n + ROWS - 1 at once
   static constexpr int ROWS = 4;
   void rows_dot(int64_t n, const vq::QAct& a, float* out) const {
-    vq::dot_rows<ROWS>(kind, qrow(n), drow(n), mrow(n), a, (int)K, out);
+    const int64_t rs = in_quads(n) ? group_bytes() : row_bytes();
+    vq::dot_rows<ROWS>(kind, qrow(n), drow(n), mrow(n), a, (int)K, group_stride(n), rs, out);
     if (b_ptr)
       for (int r = 0; r < ROWS; ++r) out[r] += b_ptr[n + r];
   }
@@ -66,11 +89,16 @@ struct Acts {
   std::vector<vq::QAct> rows;
   int64_t width = 0;
   Acts(int64_t B, int64_t K) : q(B * K), d(B * K / 32), s(B * K / 32), width(K) {
-    for (int64_t b = 0; b < B; ++b) rows.push_back({q.data() + b * K, d.data() + b * K / 32, s.data() + b * K / 32});
+    for (int64_t b = 0; b < B; ++b)
+      rows.push_back({q.data() + b * K, d.data() + b * K / 32, s.data() + b * K / 32, nullptr});
   }
   void quantize(const float* x, int64_t B, int64_t K, int64_t ld) {
-    for (int64_t b = 0; b < B; ++b) vq::quantize_row(x + b * ld, (int)K, rows[b]);
+    for (int64_t b = 0; b < B; ++b) {
+      rows[b].x = x + b * ld;  // F32 matrices read the rows as they are
+      if (quantized) vq::quantize_row(x + b * ld, (int)K, rows[b]);
+    }
   }
+  bool quantized = true;  // false when every matrix is F32: no block matrix reads q, d, s
 };
 
 // out[b * ld + n] (+)= W[n] . a[b] for every row n; inside a parallel region, rows split by thread.
@@ -117,8 +145,9 @@ struct Layer {
 
 class DecodeModel {
  public:
-  // mats: per layer qkv, o, gate_up, down, then the head (optional), each a (kind, qs, d, m, bias).
-  DecodeModel(std::vector<at::Tensor> norms, std::vector<std::tuple<int64_t, at::Tensor, at::Tensor, at::Tensor, at::Tensor>> mats,
+  // mats: per layer qkv, o, gate_up, down, then the head (optional), each a
+  // (kind, interleaved, qs, d, m, bias).
+  DecodeModel(std::vector<at::Tensor> norms, std::vector<std::tuple<int64_t, bool, at::Tensor, at::Tensor, at::Tensor, at::Tensor>> mats,
               int64_t heads, int64_t kv_heads, int64_t head_dim, double eps)
       : H(heads), Hkv(kv_heads), Dh(head_dim), eps((float)eps) {
     const int64_t L = (int64_t)norms.size() / 2;  // attn and ffn norm per layer, then the final norm
@@ -126,7 +155,7 @@ class DecodeModel {
     TORCH_CHECK((int64_t)mats.size() == 4 * L || (int64_t)mats.size() == 4 * L + 1, "mats: four per layer (+ head)");
     auto make = [&](size_t i) {
       auto& t = mats[i];
-      return QMat(std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t), std::get<4>(t));
+      return QMat(std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t), std::get<4>(t), std::get<5>(t));
     };
     for (int64_t l = 0; l < L; ++l) {
       layers.push_back({norms[2 * l].to(at::kFloat).contiguous(), norms[2 * l + 1].to(at::kFloat).contiguous(),
@@ -144,6 +173,9 @@ class DecodeModel {
       TORCH_CHECK(ly.gate_up.K == D && ly.gate_up.N == 2 * I && ly.down.K == I && ly.down.N == D, "mlp shapes");
     }
     if (has_head) TORCH_CHECK(head.K == D, "head shape");
+    for (auto& ly : layers)
+      for (const QMat* w : {&ly.qkv, &ly.o, &ly.gate_up, &ly.down}) any_blocks |= w->kind != vq::F32;
+    any_blocks |= has_head && head.kind != vq::F32;
   }
 
   // x [B, D] input embeddings; keys/values per layer [slots >= B, Hkv, capacity, Dh]; pos [B] where
@@ -172,6 +204,7 @@ class DecodeModel {
     const int64_t Wqkv = (H + 2 * Hkv) * Dh, Kmax = std::max({D, H * Dh, I});
     std::vector<float> qkv(B * Wqkv), att(B * H * Dh), hid(B * I), xn(B * D);
     Acts acts(B, Kmax);
+    acts.quantized = any_blocks;
     at::Tensor out = at::empty({B, logits ? head.N : D}, x.options());
     float* X = x.data_ptr<float>();
     const int64_t* M = mask.data_ptr<int64_t>();
@@ -271,18 +304,19 @@ class DecodeModel {
   std::vector<Layer> layers;
   at::Tensor final_norm;
   QMat head;
-  bool has_head = false;
+  bool has_head = false, any_blocks = false;
   int64_t H, Hkv, Dh, D = 0, I = 0;
   float eps;
 };
 
 // y [B, N] = x [B, K] @ W.T, x quantized per row as the step does it (the layer-by-layer path).
-at::Tensor qmatmul(int64_t kind, at::Tensor qs, at::Tensor d, at::Tensor m, at::Tensor x) {
-  QMat W(kind, qs, d, m, at::Tensor());
+at::Tensor qmatmul(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m, at::Tensor x) {
+  QMat W(kind, interleaved, qs, d, m, at::Tensor());
   x = x.to(at::kFloat).contiguous();
   TORCH_CHECK(x.dim() == 2 && x.size(1) == W.K, "x must be [rows, in_features]");
   const int64_t B = x.size(0);
   Acts acts(B, W.K);
+  acts.quantized = W.kind != vq::F32;
   acts.quantize(x.data_ptr<float>(), B, W.K, W.K);
   at::Tensor y = at::empty({B, W.N}, x.options());
   float* Y = y.data_ptr<float>();
@@ -293,13 +327,13 @@ at::Tensor qmatmul(int64_t kind, at::Tensor qs, at::Tensor d, at::Tensor m, at::
 }
 
 // The matrix as fp32 [N, K] (for prompts: a long prefill runs fp32 matmuls on it).
-at::Tensor dequantize(int64_t kind, at::Tensor qs, at::Tensor d, at::Tensor m) {
-  QMat W(kind, qs, d, m, at::Tensor());
+at::Tensor dequantize(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m) {
+  QMat W(kind, interleaved, qs, d, m, at::Tensor());
   at::Tensor w = at::empty({W.N, W.K}, at::kFloat);
   float* out = w.data_ptr<float>();
   pybind11::gil_scoped_release no_gil;
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < W.N; ++n) vq::dequantize_row(W.kind, W.qrow(n), W.drow(n), W.mrow(n), (int)W.K, out + n * W.K);
+  for (int64_t n = 0; n < W.N; ++n) vq::dequantize_row(W.kind, W.qrow(n), W.drow(n), W.mrow(n), (int)W.K, W.group_stride(n), out + n * W.K);
   return w;
 }
 
@@ -319,7 +353,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vnni", &vnni, "whether the AVX512-VNNI kernels were compiled in");
   pybind11::class_<DecodeModel>(m, "DecodeModel")
       .def(pybind11::init<std::vector<at::Tensor>,
-                          std::vector<std::tuple<int64_t, at::Tensor, at::Tensor, at::Tensor, at::Tensor>>, int64_t,
+                          std::vector<std::tuple<int64_t, bool, at::Tensor, at::Tensor, at::Tensor, at::Tensor>>, int64_t,
                           int64_t, int64_t, double>())
       .def("step", &DecodeModel::step);
 }

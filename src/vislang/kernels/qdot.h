@@ -25,7 +25,7 @@
 namespace vq {
 
 constexpr int BLOCK = 32;
-enum Kind { Q4 = 0, Q8 = 1 };
+enum Kind { Q4 = 0, Q8 = 1, F32 = 2 };  // F32: plain rows, fp32 activations
 
 inline float half_to_float(uint16_t h) {
 #ifdef VISLANG_VNNI
@@ -59,6 +59,7 @@ struct QAct {
   int8_t* q;
   float* d;
   float* s;
+  const float* x;  // the row itself, for F32 matrices
 };
 
 inline void quantize_row(const float* x, int K, QAct a) {
@@ -78,6 +79,28 @@ inline void quantize_row(const float* x, int K, QAct a) {
   }
 }
 
+// R consecutive fp32 rows (row r at w + r * K) times the fp32 activation.
+template <int R>
+inline void dot_rows_f32(const float* w, const float* x, int K, float* out) {
+#ifdef VISLANG_VNNI
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int i = 0; i < K; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    for (int r = 0; r < R; ++r) {
+      acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (int64_t)r * K + i), xv, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+#else
+  for (int r = 0; r < R; ++r) {
+    float s = 0.f;
+    for (int i = 0; i < K; ++i) s += w[(int64_t)r * K + i] * x[i];
+    out[r] = s;
+  }
+#endif
+}
+
 #ifdef VISLANG_VNNI
 // [dw0 * dx0 in lanes 0-7, dw1 * dx1 in lanes 8-15] for a pair of blocks, computed where it is used
 // (a table written just before would be read back through a stalled store-to-load forward)
@@ -91,7 +114,15 @@ inline __m512 pair_scale(__m512i pair, const uint16_t* dw, const float* dx) {
 #endif
 
 // sum over the row of w * x, for one weight row (qs: its bytes, d/m: its block scales/minima).
-inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K) {
+// gs: bytes from one group of 64 values of the row to its next (the group's own size for a plain
+// row; 4x that for rows stored four at a time, see QMat in decode.cpp)
+inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
+                 int64_t gs) {
+  if (kind == F32) {
+    float out;
+    dot_rows_f32<1>((const float*)qs, a.x, K, &out);
+    return out;
+  }
   const int nb = K / BLOCK;
 #ifdef VISLANG_VNNI
   // the per-block terms (minimum or offset) go into the same accumulator: one reduction per row
@@ -107,7 +138,7 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
   if (kind == Q4) {
     const __m256i low = _mm256_set1_epi8(0x0f);
     for (int g = 0; g < K / 64; ++g) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * g));
+      const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + gs * g));
       const __m256i lo = _mm256_and_si256(v, low);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
       const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
@@ -119,7 +150,7 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
   } else {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int g = 0; g < K / 64; ++g) {
-      const __m512i w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + 64 * g)), flip);
+      const __m512i w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + gs * g)), flip);
       const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
       const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
       const __m512 sc = pair_scale(pair, d + 2 * g, a.d + 2 * g);
@@ -140,10 +171,10 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
     const int8_t* x = a.q + b * BLOCK;
     if (kind == Q4) {
       const int g = b / 2, half = b % 2;  // block 2g in low nibbles, 2g + 1 in high ones
-      const uint8_t* p = qs + 32 * g;
+      const uint8_t* p = qs + gs * g;
       for (int i = 0; i < BLOCK; ++i) sum += (half ? (p[i] >> 4) : (p[i] & 15)) * x[i];
     } else {
-      const int8_t* p = (const int8_t*)qs + b * BLOCK;
+      const int8_t* p = (const int8_t*)(qs + gs * (b / 2)) + BLOCK * (b % 2);
       for (int i = 0; i < BLOCK; ++i) sum += (p[i] + 128) * x[i];
     }
     total += scale[b] * (float)sum;
@@ -152,14 +183,18 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
 #endif
 }
 
-// R consecutive rows at once (row r at qs + r * row_bytes, d + r * nb, m + r * nb): the activation
+// R consecutive rows at once (row r's group g at qs + g * gs + r * rs; its scales at d + r * nb,
+// m + r * nb): the activation
 // is loaded once per 64 values for all R, and R independent accumulators keep the FMA unit busy.
 template <int R>
 inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
-                     float* out) {
+                     int64_t gs, int64_t rs, float* out) {
+  if (kind == F32) {  // one row after the other: a single sequential stream (memory-bound anyway)
+    for (int r = 0; r < R; ++r) dot_rows_f32<1>((const float*)qs + (int64_t)r * K, a.x, K, out + r);
+    return;
+  }
 #ifdef VISLANG_VNNI
   const int nb = K / BLOCK;
-  const int64_t row_bytes = kind == Q4 ? K / 2 : K;
   __m512 acc[R];
   for (int r = 0; r < R; ++r) {
     acc[r] = _mm512_setzero_ps();
@@ -181,12 +216,12 @@ inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint
     for (int r = 0; r < R; ++r) {
       __m512i w;
       if (kind == Q4) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + r * row_bytes + 32 * g));
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + r * rs + gs * g));
         const __m256i lo = _mm256_and_si256(v, low);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
         w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
       } else {
-        w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + r * row_bytes + 64 * g)), flip);
+        w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + r * rs + gs * g)), flip);
       }
       const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(pair, d + r * nb + 2 * g, a.d + 2 * g), acc[r]);
@@ -195,22 +230,22 @@ inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
 #else
   const int nb = K / BLOCK;
-  const int64_t row_bytes = kind == Q4 ? K / 2 : K;
-  for (int r = 0; r < R; ++r) out[r] = dot(kind, qs + r * row_bytes, d + r * nb, m ? m + r * nb : nullptr, a, K);
+  for (int r = 0; r < R; ++r) out[r] = dot(kind, qs + r * rs, d + r * nb, m ? m + r * nb : nullptr, a, K, gs);
 #endif
 }
 
 // Row n of a quantized matrix as floats.
-inline void dequantize_row(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, int K, float* out) {
+inline void dequantize_row(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, int K, int64_t gs,
+                           float* out) {
   for (int b = 0; b < K / BLOCK; ++b) {
     const float dw = half_to_float(d[b]);
     if (kind == Q4) {
       const float mw = half_to_float(m[b]);
-      const uint8_t* p = qs + 32 * (b / 2);
+      const uint8_t* p = qs + gs * (b / 2);
       const int shift = 4 * (b % 2);
       for (int i = 0; i < BLOCK; ++i) out[b * BLOCK + i] = dw * (float)((p[i] >> shift) & 15) + mw;
     } else {
-      const int8_t* p = (const int8_t*)qs + b * BLOCK;
+      const int8_t* p = (const int8_t*)(qs + gs * (b / 2)) + BLOCK * (b % 2);
       for (int i = 0; i < BLOCK; ++i) out[b * BLOCK + i] = dw * (float)p[i];
     }
   }
