@@ -45,6 +45,7 @@ from pathlib import Path
 
 import llama_peer  # beside this file: a script's folder is on sys.path
 import torch
+from gguf import GGUFReader
 
 import vislang
 from vislang.bench import (
@@ -54,11 +55,13 @@ from vislang.bench import (
     engine_throughput,
     machine,
     mixed_requests,
+    read_bandwidth,
     vislang_decode,
 )
 from vislang.bench import decode_rate as vislang_decode_rate
 from vislang.checkpoints.gguf import load_gguf_decoder, read_gguf_metadata, smollm2_path
 from vislang.generation import quantize
+from vislang.generation.quantize import weight_bytes_per_token
 from vislang.generation.threads import release_idle_workers
 from vislang.processing.chat_template import render_chat
 from vislang.processing.gguf_tokenizer import gguf_chat_template, load_gguf_tokenizer
@@ -92,12 +95,27 @@ class Log:
     def __init__(self):
         self.rows: list[dict] = []
 
-    def measure(self, name: str, side: str, fmt: str, fn):
+    def measure(self, name: str, side: str, fmt: str, fn, weight_bytes: int | None = None):
+        """weight_bytes: also log the roofline, bytes x rate over the read bandwidth sampled right
+        before and right after (the higher of the two: vislang.bench.decode_roofline's method)."""
+        before = read_bandwidth(repeats=3) if weight_bytes else None
         value = fn()
         rate = value[0] if isinstance(value, tuple) else value
         self.rows.append(
             {"measurement": name, "side": side, "format": fmt, "value": rate, "loadavg": loadavg()}
         )
+        if weight_bytes:
+            bandwidth = max(before, read_bandwidth(repeats=3))
+            self.rows.append(
+                {
+                    "measurement": "roofline",
+                    "side": side,
+                    "format": fmt,
+                    "value": weight_bytes * rate / bandwidth,
+                    "bandwidth_GBps": bandwidth / 1e9,
+                    "loadavg": loadavg(),
+                }
+            )
         return value
 
     def median(self, name: str, side: str, fmt: str | None = None) -> float | None:
@@ -292,6 +310,11 @@ def run(args) -> dict:
         results["server"] = binary
 
     log, tokens = Log(), {}
+    # llama.cpp reads every tensor of the file once per token (the tied head is the embedding table)
+    llama_bytes = sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors)
+    results["weight_bytes_per_token"] = {"llama.cpp": llama_bytes} | {
+        fmt: weight_bytes_per_token(d) for fmt, d in decoders.items()
+    }
     chat_ids, prefill_ids = p["chat_ids"], p["prefill_ids"]
     try:
         for _ in range(args.rounds):
@@ -301,6 +324,7 @@ def run(args) -> dict:
                     "vislang",
                     fmt,
                     lambda d=decoder: vislang_decode_with_tokens(d, chat_ids, NEW_TOKENS, repeats),
+                    weight_bytes_per_token(decoder),
                 )
                 release_idle_workers()  # PyTorch's idle OpenMP workers off the cores llama.cpp uses
                 _, tokens["llama"] = log.measure(
@@ -308,6 +332,7 @@ def run(args) -> dict:
                     "llama.cpp",
                     "Q4_1",
                     lambda: peer.decode_rate(chat_ids, NEW_TOKENS, repeats),
+                    llama_bytes,
                 )
                 log.measure(
                     "prefill",
@@ -352,6 +377,7 @@ def table(log: Log, results: dict, formats: dict) -> str:
         "decode": f"batch-1 decode, {NEW_TOKENS} tokens (tok/s)",
         "prefill": f"prefill, {PREFILL_TOKENS} tokens (tok/s)",
         "8 requests": "8 concurrent requests, engine vs server 8 slots (tok/s)",
+        "roofline": "batch-1 decode: weight bytes x tok/s / read bandwidth beside it",
     }
     lines = [
         "| measurement | vislang | llama.cpp Q4_1 | vislang / llama.cpp | load avg (1 min) |",
@@ -364,9 +390,10 @@ def table(log: Log, results: dict, formats: dict) -> str:
                 continue
             shown = used if used == fmt else f"{used} (asked {fmt}: not in this vislang)"
             ratio = f"{mine / theirs:.2f}" if theirs else "-"
-            theirs_text = f"{theirs:.1f}" if theirs else "skipped"
+            show = (lambda v: f"{100 * v:.0f}%") if key == "roofline" else (lambda v: f"{v:.1f}")
+            theirs_text = show(theirs) if theirs else "skipped"
             lines.append(
-                f"| {label} | {shown}: {mine:.1f} | {theirs_text} | {ratio} | {log.load_range(key, fmt)} |"
+                f"| {label} | {shown}: {show(mine)} | {theirs_text} | {ratio} | {log.load_range(key, fmt)} |"
             )
     for fmt, a in results["agreement"].items():
         lines.append(

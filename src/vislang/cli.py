@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     bench = sub.add_parser("bench", help="measure generation speed on this machine (default model)")
     bench.add_argument(
-        "--formats", type=_formats, default=("fp32", "int8"), help=f"comma-separated: {FORMATS}"
+        "--formats", type=_formats, default=("fp32", "int8", "q4"), help=f"comma-separated: {FORMATS}"
     )
     bench.add_argument("--quick", action="store_true", help="one timed run each instead of the best of three")
     bench.set_defaults(func=cmd_bench)

@@ -24,8 +24,9 @@ def load(
     or with no path the default model, assembled from the installed tower packages, or a model vislang
     ships by its name ("retrieval": the image-text dual encoder).
 
-    weights: "fp32", or "bf16" / "int8" to store the language model's linear layers in fewer bytes
-    (faster CPU decoding; see vislang.generation.quantize). fuse: q/k/v and gate/up as one matmul
+    weights: "fp32", or "bf16" / "int8" / "q4" / "q8" to store the language model's linear layers in
+    fewer bytes (faster CPU decoding; see vislang.generation.quantize; q4 and q8 are llama.cpp's
+    Q4_1 and Q8_0 blocks, vislang.generation.blocks). fuse: q/k/v and gate/up as one matmul
     each, for inference (the model can no longer be saved or trained).
     """
     from .generation.quantize import quantize_decoder

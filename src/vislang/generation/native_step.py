@@ -16,7 +16,6 @@ from ..kernels import native
 from .blocks import BlockLinear
 from .quantize import prefilling
 
-
 F32 = 2  # kernels/qdot.h: a plain fp32 matrix
 
 
