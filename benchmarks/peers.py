@@ -167,6 +167,16 @@ def vislang_prefill_rate(decoder, ids: list[int], repeats: int) -> float:
     return len(ids) / best_time(run, repeats)
 
 
+def hf_prefill_rate(hf, ids: list[int], repeats: int) -> float:
+    x = torch.tensor([ids])
+
+    def run():
+        with torch.inference_mode():
+            hf(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True, logits_to_keep=1)
+
+    return len(ids) / best_time(run, repeats)
+
+
 def vislang_decode_with_tokens(decoder, ids: list[int], new_tokens: int, repeats: int):
     run = vislang_decode(types.SimpleNamespace(language_model=decoder), ids)
     rate = vislang_decode_rate(run, new_tokens, repeats)
@@ -309,6 +319,16 @@ def run(args) -> dict:
         server = llama_peer.LlamaServer(binary, path, slots=8, threads=threads)
         results["server"] = binary
 
+    hf = None
+    try:  # transformers, the third column, where it is installed (a test dependency of vislang)
+        from generation import hf_decode, hf_static_batch, transformers_model
+
+        hf = transformers_model()
+        results["transformers"] = __import__("transformers").__version__
+    except ImportError:
+        results["transformers"] = "skipped: not installed"
+    hf_prompts, hf_lengths = [i for i, _ in request_ids], [k for _, k in request_ids]
+    hf_pad = some_vlm.tokenizer.eos_token_id
     log, tokens = Log(), {}
     # llama.cpp reads every tensor of the file once per token (the tied head is the embedding table)
     llama_bytes = sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors)
@@ -342,11 +362,28 @@ def run(args) -> dict:
                 )
                 release_idle_workers()
                 log.measure("prefill", "llama.cpp", "Q4_1", lambda: peer.prefill_rate(prefill_ids, repeats))
+            if hf is not None:
+                log.measure(
+                    "decode",
+                    "transformers",
+                    "fp32",
+                    lambda: vislang_decode_rate(hf_decode(hf, chat_ids), repeats=repeats),
+                )
+                log.measure(
+                    "prefill", "transformers", "fp32", lambda: hf_prefill_rate(hf, prefill_ids, repeats)
+                )
             for fmt, vlm in vlms.items():
                 log.measure("8 requests", "vislang", fmt, lambda m=vlm: engine_throughput(m, requests, 8))
                 if server is not None:
                     release_idle_workers()
                     log.measure("8 requests", "llama.cpp", "Q4_1", lambda: server.throughput(request_ids))
+            if hf is not None:  # a static batch: transformers has no continuous batching
+                log.measure(
+                    "8 requests",
+                    "transformers",
+                    "fp32",
+                    lambda: hf_static_batch(hf, hf_prompts, hf_lengths, pad=hf_pad, repeats=1),
+                )
     finally:
         if server is not None:
             server.close()
@@ -380,12 +417,15 @@ def table(log: Log, results: dict, formats: dict) -> str:
         "roofline": "batch-1 decode: weight bytes x tok/s / read bandwidth beside it",
     }
     lines = [
-        "| measurement | vislang | llama.cpp Q4_1 | vislang / llama.cpp | load avg (1 min) |",
-        "| --- | --- | --- | --- | --- |",
+        "| measurement | vislang | llama.cpp Q4_1 | transformers fp32 | vislang / llama.cpp "
+        "| vislang / transformers | load avg (1 min) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, label in names.items():
         for fmt, used in formats.items():
             mine, theirs = log.median(key, "vislang", fmt), log.median(key, "llama.cpp")
+            hf = log.median(key, "transformers")
+            hf_text, hf_ratio = (f"{hf:.1f}", f"{mine / hf:.2f}") if hf else ("-", "-")
             if mine is None:
                 continue
             shown = used if used == fmt else f"{used} (asked {fmt}: not in this vislang)"
@@ -393,18 +433,19 @@ def table(log: Log, results: dict, formats: dict) -> str:
             show = (lambda v: f"{100 * v:.0f}%") if key == "roofline" else (lambda v: f"{v:.1f}")
             theirs_text = show(theirs) if theirs else "skipped"
             lines.append(
-                f"| {label} | {shown}: {show(mine)} | {theirs_text} | {ratio} | {log.load_range(key, fmt)} |"
+                f"| {label} | {shown}: {show(mine)} | {theirs_text} | {hf_text} | {ratio} | {hf_ratio} "
+                f"| {log.load_range(key, fmt)} |"
             )
     for fmt, a in results["agreement"].items():
         lines.append(
             f"| greedy tokens equal ({formats[fmt]}) | {a['same']}/{a['of']} "
-            f"(first {a['prefix']} identical) | | | |"
+            f"(first {a['prefix']} identical) | | | | | |"
         )
         t = results["teacher_forced"][fmt]
         gaps = ", ".join(f"{g:.2f}" for g in t["gaps"][:5]) or "none"
         lines.append(
             f"| fed llama.cpp's tokens ({formats[fmt]}) | same choice {t['same']}/{t['of']}; "
-            f"logit gaps where not: {gaps} | | | |"
+            f"logit gaps where not: {gaps} | | | | | |"
         )
     lines.append("")
     lines.append("image request, default VLM, vislang only (ms, % of total):")

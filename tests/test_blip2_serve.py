@@ -50,7 +50,9 @@ def test_chat_completion_through_the_server(folder):
     ]
     want = vislang.load(folder).chat(messages, max_new_tokens=6, min_new_tokens=6)
     served = vislang.load(folder, fuse=True)
-    assert any(type(m).__name__ == "PackedLinear" for m in served.language_model.modules())
+    from tiny import inference_layout
+
+    assert inference_layout(served.language_model)
     app = create_app(served, ServerSettings(model_name="m", max_batch=2, max_len=128))
     parts = [{"type": "image_url", "image_url": {"url": png_url(image)}}, {"type": "text", "text": QUESTION}]
     body = {"model": "m", "messages": [{"role": "user", "content": parts}], "max_tokens": 6, "temperature": 0}

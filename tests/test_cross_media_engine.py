@@ -210,7 +210,9 @@ def test_chat_completion_through_the_server(model, folder):
         quantize_decoder(served.language_model, "fp32", fuse=True)
     else:
         served = vislang.load(folder, fuse=True)
-    assert any(type(m).__name__ == "PackedLinear" for m in served.language_model.modules())
+    from tiny import inference_layout
+
+    assert inference_layout(served.language_model)
     app = create_app(served, ServerSettings(model_name="m", max_batch=2, max_len=256))
     parts = [{"type": "image_url", "image_url": {"url": png_url(image)}}, {"type": "text", "text": question}]
     body = {"model": "m", "messages": [{"role": "user", "content": parts}], "max_tokens": 6}

@@ -193,3 +193,11 @@ def clip_folder(path, seed=0):
     processor = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
     processor.save_pretrained(path)
     return hf, tokenizer, processor
+
+
+def inference_layout(lm) -> bool:
+    """Whether `fuse=True` prepared this language model for serving: the native one-token step on
+    its plain fused rows where the kernels build and the model fits, else oneDNN-layout weights."""
+    if getattr(lm, "fast_decode", None) is not None:
+        return True
+    return any(type(m).__name__ == "PackedLinear" for m in lm.modules())

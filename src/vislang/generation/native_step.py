@@ -59,17 +59,26 @@ def _build(decoder: nn.Module):
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return None
     norms, mats = [], []
-    for layer in decoder.layers:
-        attn, mlp = layer.self_attn, layer.mlp
+    for layer in decoder.layers:  # a Llama-family layer (an OPT or cross-attention one does not fit)
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
         parts = [
             getattr(attn, "qkv_proj", None),
-            attn.o_proj,
+            getattr(attn, "o_proj", None),
             getattr(mlp, "gate_up_proj", None),
-            mlp.down_proj,
+            getattr(mlp, "down_proj", None),
         ]
+        norms_here = [
+            getattr(layer, "input_layernorm", None),
+            getattr(layer, "post_attention_layernorm", None),
+        ]
+        if (
+            any(n is None or type(n).__name__ != "RMSNorm" for n in norms_here)
+            or type(layer).__name__ != "DecoderLayer"
+        ):
+            return None
         if not all(p is not None and _fits(p) for p in parts):
             return None
-        norms += [layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()]
+        norms += [n.weight.detach() for n in norms_here]
         mats += [_mat(p) for p in parts]
     norms.append(decoder.norm.weight.detach())
     head = decoder.lm_head if _fits(decoder.lm_head) else None
@@ -99,6 +108,8 @@ class NativeStep:
             and x.requires_grad
         ):
             return None
+        if x.dtype != torch.float32 or cache.keys[0].dtype != torch.float32:
+            return None  # the native step keeps fp32 activations and caches
         B = x.shape[0]
         cos, sin = self.decoder.rotary(position_ids, torch.float32)  # [B, 1, head_dim]
         keys, values = cache.keys, cache.values

@@ -135,8 +135,13 @@ def quantize_decoder(
     if fmt in ("q4", "q8"):
         return _to_blocks(decoder, fmt)
     if fmt == "fp32":
-        if fuse and ONEDNN and decoder.embed_tokens.weight.dtype == torch.float32:
-            _replace_linears(decoder, lambda child: child is not head, PackedLinear.of)
+        if fuse and decoder.embed_tokens.weight.dtype == torch.float32:
+            from .native_step import attach_native_step
+
+            # the native step reads the plain rows (2.3x faster per token than PyTorch op by op on
+            # oneDNN's layout, benchmarks/decode_step.py); without it, oneDNN's layout
+            if not attach_native_step(decoder) and ONEDNN:
+                _replace_linears(decoder, lambda child: child is not head, PackedLinear.of)
         return decoder
     if fmt == "bf16":
         make = partial(Bf16Linear, prefill_fp32=prefill_fp32, packed=fuse)
