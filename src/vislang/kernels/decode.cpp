@@ -327,9 +327,36 @@ at::Tensor qmatmul(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, 
 }
 
 // The matrix as fp32 [N, K] (for prompts: a long prefill runs fp32 matmuls on it).
-at::Tensor dequantize(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m) {
+// y [B, N] = x [B, K] @ W.T with x kept in fp32: each weight row expanded in L1 and dotted in fp32
+// (a prompt's few rows, the head's last position above all, exactly as the expanded matmul).
+at::Tensor qmatmul_fp32(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m, at::Tensor x) {
   QMat W(kind, interleaved, qs, d, m, at::Tensor());
-  at::Tensor w = at::empty({W.N, W.K}, at::kFloat);
+  x = x.to(at::kFloat).contiguous();
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == W.K, "x must be [rows, in_features]");
+  const int64_t B = x.size(0);
+  at::Tensor y = at::empty({B, W.N}, x.options());
+  const float* X = x.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  pybind11::gil_scoped_release no_gil;
+#pragma omp parallel
+  {
+    std::vector<float> row(W.K);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < W.N; ++n) {
+      vq::dequantize_row(W.kind, W.qrow(n), W.drow(n), W.mrow(n), (int)W.K, W.group_stride(n), row.data());
+      for (int64_t b = 0; b < B; ++b) vq::dot_rows_f32<1>(row.data(), X + b * W.K, (int)W.K, Y + b * W.N + n);
+    }
+  }
+  return y;
+}
+
+// out: where to write (a buffer reused across calls keeps a prompt's matmuls from faulting in
+// fresh pages for every layer); None: a new tensor
+at::Tensor dequantize(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m,
+                      c10::optional<at::Tensor> into) {
+  QMat W(kind, interleaved, qs, d, m, at::Tensor());
+  at::Tensor w = into.has_value() ? *into : at::empty({W.N, W.K}, at::kFloat);
+  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.numel() == W.N * W.K, "output buffer");
   float* out = w.data_ptr<float>();
   pybind11::gil_scoped_release no_gil;
 #pragma omp parallel for schedule(static)
@@ -349,7 +376,10 @@ bool vnni() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("qmatmul", &qmatmul, "x @ W.T for a block-quantized W");
-  m.def("dequantize", &dequantize, "a block-quantized matrix as fp32");
+  m.def("dequantize", &dequantize, "a block-quantized matrix as fp32", pybind11::arg("kind"),
+        pybind11::arg("interleaved"), pybind11::arg("qs"), pybind11::arg("d"), pybind11::arg("m"),
+        pybind11::arg("into") = pybind11::none());
+  m.def("qmatmul_fp32", &qmatmul_fp32, "x @ W.T for a block-quantized W, x kept in fp32");
   m.def("vnni", &vnni, "whether the AVX512-VNNI kernels were compiled in");
   pybind11::class_<DecodeModel>(m, "DecodeModel")
       .def(pybind11::init<std::vector<at::Tensor>,

@@ -237,6 +237,24 @@ inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint
 // Row n of a quantized matrix as floats.
 inline void dequantize_row(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, int K, int64_t gs,
                            float* out) {
+#ifdef VISLANG_VNNI
+  for (int b = 0; b < K / BLOCK; ++b) {  // 16 values per step: bytes -> int32 -> float, one FMA
+    const __m512 dw = _mm512_set1_ps(half_to_float(d[b]));
+    const __m512 mw = _mm512_set1_ps(kind == Q4 ? half_to_float(m[b]) : 0.f);
+    for (int h = 0; h < 2; ++h) {
+      __m512i q;
+      if (kind == Q4) {
+        const __m128i v = _mm_loadu_si128((const __m128i*)(qs + gs * (b / 2) + 16 * h));
+        const __m128i nib = _mm_and_si128(b % 2 ? _mm_srli_epi16(v, 4) : v, _mm_set1_epi8(0x0f));
+        q = _mm512_cvtepu8_epi32(nib);
+      } else {
+        q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(qs + gs * (b / 2) + BLOCK * (b % 2) + 16 * h)));
+      }
+      _mm512_storeu_ps(out + b * BLOCK + 16 * h, _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dw, mw));
+    }
+  }
+  return;
+#endif
   for (int b = 0; b < K / BLOCK; ++b) {
     const float dw = half_to_float(d[b]);
     if (kind == Q4) {
