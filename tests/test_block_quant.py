@@ -207,3 +207,18 @@ def test_without_native_kernels_blocks_still_run(monkeypatch):
         monkeypatch.setitem(kernels._STATE, "module", None)
         got = model(input_ids=ids, attention_mask=mask)  # PyTorch expansion of the blocks
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", ["q4", "q8"])
+def test_a_batch_gives_each_row_the_bits_it_gets_alone(fmt):
+    """Rows decoded together (weights unpacked once for up to four sequences) equal each row alone."""
+    ext = kernels.native()
+    layer = BlockLinear.quantize(torch.nn.Linear(192, 44), fmt)
+    layer.interleave()
+    x = torch.randn(7, 192)
+    together = ext.qmatmul(layer.kind, True, layer.qs, layer.d, layer.m, x)
+    alone = torch.cat(
+        [ext.qmatmul(layer.kind, True, layer.qs, layer.d, layer.m, x[i : i + 1]) for i in range(7)]
+    )
+    assert torch.equal(together, alone)

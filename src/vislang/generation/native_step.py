@@ -17,6 +17,7 @@ from .blocks import BlockLinear
 from .quantize import prefilling
 
 F32 = 2  # kernels/qdot.h: a plain fp32 matrix
+MAX_ROWS = 64  # sequences one native step takes (kernels/decode.cpp)
 
 
 def _mat(layer: nn.Module) -> tuple:
@@ -108,8 +109,8 @@ class NativeStep:
             and x.requires_grad
         ):
             return None
-        if x.dtype != torch.float32 or cache.keys[0].dtype != torch.float32:
-            return None  # the native step keeps fp32 activations and caches
+        if x.dtype != torch.float32 or cache.keys[0].dtype != torch.float32 or x.shape[0] > MAX_ROWS:
+            return None  # the native step keeps fp32 activations and caches, and up to 64 rows
         B = x.shape[0]
         cos, sin = self.decoder.rotary(position_ids, torch.float32)  # [B, 1, head_dim]
         keys, values = cache.keys, cache.values

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <vector>
 
@@ -80,6 +81,26 @@ struct QMat {
     if (b_ptr)
       for (int r = 0; r < ROWS; ++r) out[r] += b_ptr[n + r];
   }
+  // rows n .. n + ROWS - 1 (n a multiple of ROWS) times activations acts[0 .. A): out [A][ROWS]
+  void rows_dot_all(int64_t n, const vq::QAct* acts, int64_t A, float* out) const {
+    const int64_t rs = in_quads(n) ? group_bytes() : row_bytes();
+    int64_t j = 0;
+    if (kind != vq::F32) {  // four, three or two sequences at once share each unpacked weight
+      auto batch = [&](auto count) {
+        constexpr int C = decltype(count)::value;
+        vq::dot_rows_batch<ROWS, C>(kind, qrow(n), drow(n), mrow(n), acts + j, (int)K, group_stride(n), rs,
+                                    out + j * ROWS);
+        j += C;
+      };
+      while (A - j >= 4) batch(std::integral_constant<int, 4>());
+      if (A - j == 3) batch(std::integral_constant<int, 3>());
+      if (A - j == 2) batch(std::integral_constant<int, 2>());
+    }
+    for (; j < A; ++j) vq::dot_rows<ROWS>(kind, qrow(n), drow(n), mrow(n), acts[j], (int)K, group_stride(n), rs, out + j * ROWS);
+    if (b_ptr)
+      for (int64_t jj = 0; jj < A; ++jj)
+        for (int r = 0; r < ROWS; ++r) out[jj * ROWS + r] += b_ptr[n + r];
+  }
 };
 
 // Activation rows quantized for the matmuls, sized for the widest input.
@@ -106,11 +127,11 @@ void matvec(const QMat& W, const Acts& a, int64_t B, float* out, int64_t ld, boo
   const int64_t R = QMat::ROWS, quads = W.N / R;
 #pragma omp for schedule(static) nowait
   for (int64_t i = 0; i < quads; ++i) {
-    for (int64_t b = 0; b < B; ++b) {
-      float v[QMat::ROWS];
-      W.rows_dot(i * R, a.rows[b], v);
-      for (int64_t r = 0; r < R; ++r) out[b * ld + i * R + r] = accumulate ? out[b * ld + i * R + r] + v[r] : v[r];
-    }
+    float v[QMat::ROWS * 64];  // [B][ROWS], B <= 64 (checked by the step)
+    W.rows_dot_all(i * R, a.rows.data(), B, v);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t r = 0; r < R; ++r)
+        out[b * ld + i * R + r] = accumulate ? out[b * ld + i * R + r] + v[b * R + r] : v[b * R + r];
   }
 #pragma omp for schedule(static)
   for (int64_t n = quads * R; n < W.N; ++n) {  // the rows left over
@@ -184,7 +205,7 @@ class DecodeModel {
   at::Tensor step(at::Tensor x_in, std::vector<at::Tensor> keys, std::vector<at::Tensor> values, at::Tensor pos,
                   at::Tensor mask, at::Tensor cos, at::Tensor sin, bool logits) {
     const int64_t B = x_in.size(0), Lk = mask.size(1), L = (int64_t)layers.size();
-    TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D, "x must be [B, hidden]");
+    TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D && x_in.size(0) <= 64, "x must be [B <= 64, hidden]");
     TORCH_CHECK((int64_t)keys.size() == L && (int64_t)values.size() == L, "one key and value tensor per layer");
     TORCH_CHECK(!logits || has_head, "no head to give logits");
     at::Tensor x = x_in.to(at::kFloat).contiguous().clone();
@@ -277,11 +298,25 @@ class DecodeModel {
             for (int64_t b = 0; b < B; ++b) rms_norm(X + b * D, ly.ffn_norm.data_ptr<float>(), D, eps, xn.data() + b * D);
             acts.quantize(xn.data(), B, D, D);
           }
+          if (I % QMat::ROWS == 0) {
 #pragma omp for schedule(static)
-          for (int64_t r = 0; r < I; ++r) {  // gate row r and up row I + r together: SwiGLU in place
-            for (int64_t b = 0; b < B; ++b) {
-              const float g = ly.gate_up.row_dot(r, acts.rows[b]), u = ly.gate_up.row_dot(I + r, acts.rows[b]);
-              hid[b * I + r] = g / (1.f + std::exp(-g)) * u;
+            for (int64_t r = 0; r < I; r += QMat::ROWS) {  // gate rows r.. and up rows I + r.. together
+              float g[QMat::ROWS * 64], u[QMat::ROWS * 64];
+              ly.gate_up.rows_dot_all(r, acts.rows.data(), B, g);
+              ly.gate_up.rows_dot_all(I + r, acts.rows.data(), B, u);
+              for (int64_t b = 0; b < B; ++b)
+                for (int64_t k = 0; k < QMat::ROWS; ++k) {
+                  const float gk = g[b * QMat::ROWS + k];
+                  hid[b * I + r + k] = gk / (1.f + std::exp(-gk)) * u[b * QMat::ROWS + k];
+                }
+            }
+          } else {
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < I; ++r) {  // gate row r and up row I + r together: SwiGLU in place
+              for (int64_t b = 0; b < B; ++b) {
+                const float g = ly.gate_up.row_dot(r, acts.rows[b]), u = ly.gate_up.row_dot(I + r, acts.rows[b]);
+                hid[b * I + r] = g / (1.f + std::exp(-g)) * u;
+              }
             }
           }
 #pragma omp single
@@ -313,7 +348,7 @@ class DecodeModel {
 at::Tensor qmatmul(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m, at::Tensor x) {
   QMat W(kind, interleaved, qs, d, m, at::Tensor());
   x = x.to(at::kFloat).contiguous();
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == W.K, "x must be [rows, in_features]");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == W.K && x.size(0) <= 64, "x must be [rows <= 64, in_features]");
   const int64_t B = x.size(0);
   Acts acts(B, W.K);
   acts.quantized = W.kind != vq::F32;

@@ -234,6 +234,66 @@ inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint
 #endif
 }
 
+// R consecutive rows times A activation rows (a decode step of A sequences): each row's 64 values
+// are unpacked once for all A, each activation loaded once for all R. The same operations in the
+// same order as dot_rows for every (row, activation), so a batch gives each sequence the bits it
+// gets alone.
+template <int R, int A>
+inline void dot_rows_batch(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct* acts,
+                           int K, int64_t gs, int64_t rs, float* out /* [A][R] */) {
+#ifdef VISLANG_VNNI
+  const int nb = K / BLOCK;
+  __m512 acc[R][A];
+  for (int r = 0; r < R; ++r) {
+    const uint16_t* dr = d + r * nb;
+    const uint16_t* mr = m ? m + r * nb : nullptr;
+    for (int j = 0; j < A; ++j) {
+      acc[r][j] = _mm512_setzero_ps();
+      for (int b = 0; b < nb; b += 16) {
+        const __mmask16 k = (__mmask16)((nb - b >= 16) ? 0xffff : ((1u << (nb - b)) - 1));
+        const __m512 mw = kind == Q4 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mr + b))
+                                     : _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, dr + b)),
+                                                     _mm512_set1_ps(-128.f));
+        acc[r][j] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(k, acts[j].s + b), acc[r][j]);
+      }
+    }
+  }
+  const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  for (int g = 0; g < K / 64; ++g) {
+    __m512i x[A];
+    __m512 dx[A];
+    for (int j = 0; j < A; ++j) {
+      x[j] = _mm512_loadu_si512((const void*)(acts[j].q + 64 * g));
+      dx[j] = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double*)(acts[j].d + 2 * g)))));
+    }
+    for (int r = 0; r < R; ++r) {
+      __m512i w;
+      if (kind == Q4) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + r * rs + gs * g));
+        const __m256i lo = _mm256_and_si256(v, low);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      } else {
+        w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + r * rs + gs * g)), flip);
+      }
+      int32_t two_halves;
+      std::memcpy(&two_halves, d + r * nb + 2 * g, 4);
+      const __m512 dw = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(two_halves))));
+      for (int j = 0; j < A; ++j) {
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x[j]);
+        acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx[j]), acc[r][j]);
+      }
+    }
+  }
+  for (int j = 0; j < A; ++j)
+    for (int r = 0; r < R; ++r) out[j * R + r] = _mm512_reduce_add_ps(acc[r][j]);
+#else
+  for (int j = 0; j < A; ++j) dot_rows<R>(kind, qs, d, m, acts[j], K, gs, rs, out + j * R);
+#endif
+}
+
 // Row n of a quantized matrix as floats.
 inline void dequantize_row(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, int K, int64_t gs,
                            float* out) {
