@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests read: the Fashion-MNIST IDX files, the DejaVu fonts, and the headless
 # browser the web page is tested in (Debian's chromium, driven by Playwright; no browser download)
-DEBS := dataset-fashion-mnist fonts-dejavu-core chromium
+# ninja-build, g++: PyTorch's extension tooling builds the native decode kernels (src/vislang/kernels) on first use
+DEBS := dataset-fashion-mnist fonts-dejavu-core chromium ninja-build g++
 
 .PHONY: test demo lint format clean system-deps
 

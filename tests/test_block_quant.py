@@ -84,6 +84,8 @@ def test_native_matmul_equals_reference(fmt, rows):
     w = layer.weight_fp32()
     assert torch.equal(w, dequantize(layer.kind, layer.qs, layer.d, layer.m, use_native=False))
     got = ext.qmatmul(layer.kind, False, layer.qs, layer.d, layer.m, x)
+    portable = ext.qmatmul_portable(layer.kind, False, layer.qs, layer.d, layer.m, x)  # CPUs without VNNI
+    assert (portable - got).abs().max() < 1e-5 * got.abs().max()
     layer.interleave()  # rows four at a time (70 rows: 17 fours and 2 plain): the same numbers
     assert torch.equal(layer.weight_fp32(), w)
     assert torch.equal(dequantize(layer.kind, layer.qs, layer.d, layer.m, True, use_native=False), w)

@@ -362,6 +362,21 @@ at::Tensor qmatmul(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, 
 }
 
 // The matrix as fp32 [N, K] (for prompts: a long prefill runs fp32 matmuls on it).
+// qmatmul through the portable loop alone (what CPUs without AVX512-VNNI run): for tests.
+at::Tensor qmatmul_portable(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m, at::Tensor x) {
+  QMat W(kind, interleaved, qs, d, m, at::Tensor());
+  x = x.to(at::kFloat).contiguous();
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == W.K && W.kind != vq::F32, "x must be [rows, in_features]");
+  const int64_t B = x.size(0);
+  Acts acts(B, W.K);
+  acts.quantize(x.data_ptr<float>(), B, W.K, W.K);
+  at::Tensor y = at::empty({B, W.N}, x.options());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t n = 0; n < W.N; ++n)
+      y[b][n] = vq::dot_portable(W.kind, W.qrow(n), W.drow(n), W.mrow(n), acts.rows[b], (int)W.K, W.group_stride(n));
+  return y;
+}
+
 // y [B, N] = x [B, K] @ W.T with x kept in fp32: each weight row expanded in L1 and dotted in fp32
 // (a prompt's few rows, the head's last position above all, exactly as the expanded matmul).
 at::Tensor qmatmul_fp32(int64_t kind, bool interleaved, at::Tensor qs, at::Tensor d, at::Tensor m, at::Tensor x) {
@@ -414,6 +429,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize", &dequantize, "a block-quantized matrix as fp32", pybind11::arg("kind"),
         pybind11::arg("interleaved"), pybind11::arg("qs"), pybind11::arg("d"), pybind11::arg("m"),
         pybind11::arg("into") = pybind11::none());
+  m.def("qmatmul_portable", &qmatmul_portable, "qmatmul through the portable loop (tests)");
   m.def("qmatmul_fp32", &qmatmul_fp32, "x @ W.T for a block-quantized W, x kept in fp32");
   m.def("vnni", &vnni, "whether the AVX512-VNNI kernels were compiled in");
   pybind11::class_<DecodeModel>(m, "DecodeModel")

@@ -101,64 +101,13 @@ inline void dot_rows_f32(const float* w, const float* x, int K, float* out) {
 #endif
 }
 
-#ifdef VISLANG_VNNI
-// [dw0 * dx0 in lanes 0-7, dw1 * dx1 in lanes 8-15] for a pair of blocks, computed where it is used
-// (a table written just before would be read back through a stalled store-to-load forward)
-inline __m512 pair_scale(__m512i pair, const uint16_t* dw, const float* dx) {
-  int32_t two_halves;
-  std::memcpy(&two_halves, dw, 4);
-  const __m128 w = _mm_cvtph_ps(_mm_cvtsi32_si128(two_halves));
-  const __m128 x = _mm_castpd_ps(_mm_load_sd((const double*)dx));
-  return _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_mul_ps(w, x)));
-}
-#endif
-
-// sum over the row of w * x, for one weight row (qs: its bytes, d/m: its block scales/minima).
-// gs: bytes from one group of 64 values of the row to its next (the group's own size for a plain
-// row; 4x that for rows stored four at a time, see QMat in decode.cpp)
-inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
-                 int64_t gs) {
-  if (kind == F32) {
-    float out;
-    dot_rows_f32<1>((const float*)qs, a.x, K, &out);
-    return out;
-  }
+// One row (qs: its bytes, d/m: its block scales/minima) dotted in plain C++: the reference the
+// vector code agrees with, and the path of CPUs without AVX512-VNNI. gs: bytes from one group of 64
+// values of the row to its next (the group's own size for a plain row; 4x that for rows stored
+// four at a time, see QMat in decode.cpp).
+inline float dot_portable(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
+                          int64_t gs) {
   const int nb = K / BLOCK;
-#ifdef VISLANG_VNNI
-  // the per-block terms (minimum or offset) go into the same accumulator: one reduction per row
-  __m512 acc = _mm512_setzero_ps();
-  for (int b = 0; b < nb; b += 16) {
-    const __mmask16 k = (__mmask16)((nb - b >= 16) ? 0xffff : ((1u << (nb - b)) - 1));
-    const __m512 mw = kind == Q4 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, m + b))
-                                 : _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, d + b)),
-                                                 _mm512_set1_ps(-128.f));
-    acc = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(k, a.s + b), acc);
-  }
-  const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  if (kind == Q4) {
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    for (int g = 0; g < K / 64; ++g) {
-      const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + gs * g));
-      const __m256i lo = _mm256_and_si256(v, low);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-      const __m512 sc = pair_scale(pair, d + 2 * g, a.d + 2 * g);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
-    }
-  } else {
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    for (int g = 0; g < K / 64; ++g) {
-      const __m512i w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + gs * g)), flip);
-      const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-      const __m512 sc = pair_scale(pair, d + 2 * g, a.d + 2 * g);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
-    }
-  }
-  return _mm512_reduce_add_ps(acc);
-#else
   float scale[1024];  // d_w * d_x per block (rows up to 32768 values, checked in Python)
   float total = 0.f, offset = 0.f;  // offset: sum over blocks of (minimum or -128 d_w) * s_x
   for (int b = 0; b < nb; ++b) {
@@ -180,67 +129,16 @@ inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t
     total += scale[b] * (float)sum;
   }
   return total + offset;
-#endif
 }
 
-// R consecutive rows at once (row r's group g at qs + g * gs + r * rs; its scales at d + r * nb,
-// m + r * nb): the activation
-// is loaded once per 64 values for all R, and R independent accumulators keep the FMA unit busy.
-template <int R>
-inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
-                     int64_t gs, int64_t rs, float* out) {
-  if (kind == F32) {  // one row after the other: a single sequential stream (memory-bound anyway)
-    for (int r = 0; r < R; ++r) dot_rows_f32<1>((const float*)qs + (int64_t)r * K, a.x, K, out + r);
-    return;
-  }
-#ifdef VISLANG_VNNI
-  const int nb = K / BLOCK;
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) {
-    acc[r] = _mm512_setzero_ps();
-    const uint16_t* dr = d + r * nb;
-    const uint16_t* mr = m ? m + r * nb : nullptr;
-    for (int b = 0; b < nb; b += 16) {
-      const __mmask16 k = (__mmask16)((nb - b >= 16) ? 0xffff : ((1u << (nb - b)) - 1));
-      const __m512 mw = kind == Q4 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, mr + b))
-                                   : _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, dr + b)),
-                                                   _mm512_set1_ps(-128.f));
-      acc[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(k, a.s + b), acc[r]);
-    }
-  }
-  const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m512i flip = _mm512_set1_epi8((char)0x80);
-  for (int g = 0; g < K / 64; ++g) {
-    const __m512i x = _mm512_loadu_si512((const void*)(a.q + 64 * g));
-    for (int r = 0; r < R; ++r) {
-      __m512i w;
-      if (kind == Q4) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + r * rs + gs * g));
-        const __m256i lo = _mm256_and_si256(v, low);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      } else {
-        w = _mm512_xor_si512(_mm512_loadu_si512((const void*)(qs + r * rs + gs * g)), flip);
-      }
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(pair, d + r * nb + 2 * g, a.d + 2 * g), acc[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
-#else
-  const int nb = K / BLOCK;
-  for (int r = 0; r < R; ++r) out[r] = dot(kind, qs + r * rs, d + r * nb, m ? m + r * nb : nullptr, a, K, gs);
-#endif
-}
-
-// R consecutive rows times A activation rows (a decode step of A sequences): each row's 64 values
-// are unpacked once for all A, each activation loaded once for all R. The same operations in the
-// same order as dot_rows for every (row, activation), so a batch gives each sequence the bits it
-// gets alone.
+// R consecutive rows (row r's group g at qs + g * gs + r * rs; its scales at d + r * nb, m + r * nb)
+// times A activation rows (a decode step of A sequences), out [A][R]. Each row's 64 values are
+// unpacked once for all A, each activation loaded once for all R, and the R x A accumulators are
+// independent, which keeps the FMA unit busy. Every (row, activation) sees the same operations in
+// the same order whatever R and A are, so a batch gives each sequence the bits it gets alone.
 template <int R, int A>
 inline void dot_rows_batch(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct* acts,
-                           int K, int64_t gs, int64_t rs, float* out /* [A][R] */) {
+                           int K, int64_t gs, int64_t rs, float* out) {
 #ifdef VISLANG_VNNI
   const int nb = K / BLOCK;
   __m512 acc[R][A];
@@ -290,8 +188,30 @@ inline void dot_rows_batch(Kind kind, const uint8_t* qs, const uint16_t* d, cons
   for (int j = 0; j < A; ++j)
     for (int r = 0; r < R; ++r) out[j * R + r] = _mm512_reduce_add_ps(acc[r][j]);
 #else
-  for (int j = 0; j < A; ++j) dot_rows<R>(kind, qs, d, m, acts[j], K, gs, rs, out + j * R);
+  const int nb = K / BLOCK;
+  for (int j = 0; j < A; ++j)
+    for (int r = 0; r < R; ++r) out[j * R + r] = dot_portable(kind, qs + r * rs, d + r * nb, m ? m + r * nb : nullptr, acts[j], K, gs);
 #endif
+}
+
+// R consecutive rows times one activation (F32 rows: one after the other, a single sequential
+// stream; the matmul is memory-bound anyway).
+template <int R>
+inline void dot_rows(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
+                     int64_t gs, int64_t rs, float* out) {
+  if (kind == F32) {
+    for (int r = 0; r < R; ++r) dot_rows_f32<1>((const float*)qs + (int64_t)r * K, a.x, K, out + r);
+    return;
+  }
+  dot_rows_batch<R, 1>(kind, qs, d, m, &a, K, gs, rs, out);
+}
+
+// One row times one activation.
+inline float dot(Kind kind, const uint8_t* qs, const uint16_t* d, const uint16_t* m, const QAct& a, int K,
+                 int64_t gs) {
+  float out;
+  dot_rows<1>(kind, qs, d, m, a, K, gs, 0, &out);
+  return out;
 }
 
 // Row n of a quantized matrix as floats.
