@@ -224,3 +224,23 @@ def test_a_batch_gives_each_row_the_bits_it_gets_alone(fmt):
         [ext.qmatmul(layer.kind, True, layer.qs, layer.d, layer.m, x[i : i + 1]) for i in range(7)]
     )
     assert torch.equal(together, alone)
+
+
+def test_gguf_blocks_run_as_stored_and_prompts_equal_fp32():
+    """The packaged SmolLM2 Q4_1 file: its blocks kept (Q4 layers, the Q8_0 table as the head),
+    the same blocks as re-quantizing its fp32 expansion, and a prompt's logits fp32's to rounding."""
+    from vislang.checkpoints.gguf import load_gguf_decoder
+
+    blocks = load_gguf_decoder(weights="q4")
+    fp32 = load_gguf_decoder()
+    layer = blocks.layers[3].mlp.gate_proj
+    assert isinstance(layer, BlockLinear) and layer.kind == Q4
+    assert isinstance(blocks.lm_head, BlockLinear) and blocks.lm_head.kind == Q8
+    again = BlockLinear.quantize(fp32.layers[3].mlp.gate_proj, "q4")
+    assert torch.equal(again.qs, layer.qs) and torch.equal(again.d, layer.d) and torch.equal(again.m, layer.m)
+    quantize_decoder(blocks, "q4", fuse=True)
+    ids = torch.randint(0, 49152, (1, 20))
+    with torch.inference_mode(), prefill():
+        want = fp32(input_ids=ids, last_only=True)
+        got = blocks(input_ids=ids, last_only=True)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
