@@ -244,3 +244,16 @@ def test_gguf_blocks_run_as_stored_and_prompts_equal_fp32():
         want = fp32(input_ids=ids, last_only=True)
         got = blocks(input_ids=ids, last_only=True)
     torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
+
+
+def test_without_native_kernels_fp32_serving_keeps_onednn_layout(monkeypatch):
+    from tiny import inference_layout
+
+    monkeypatch.setitem(kernels._STATE, "module", None)
+    dec = tiny_decoder()
+    ids = torch.randint(0, 320, (2, 7))
+    with torch.inference_mode():
+        want = dec(input_ids=ids)
+        quantize_decoder(dec, "fp32", fuse=True)
+        assert dec.fast_decode is None and inference_layout(dec)
+        torch.testing.assert_close(dec(input_ids=ids), want, atol=1e-4, rtol=0)

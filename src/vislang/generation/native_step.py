@@ -46,7 +46,7 @@ def attach_native_step(decoder: nn.Module) -> bool:
     """Give `decoder` a native one-token step if it fits; returns whether it did."""
     built = _build(decoder)
     if built is None:
-        return None
+        return False
     decoder.fast_decode = NativeStep(decoder, *built)
     return True
 
@@ -56,7 +56,7 @@ def _build(decoder: nn.Module):
     ext = native()
     cfg = getattr(decoder, "cfg", None)
     if ext is None or cfg is None or not hasattr(decoder, "layers") or getattr(cfg, "window", None):
-        return False
+        return None
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return None
     norms, mats = [], []
