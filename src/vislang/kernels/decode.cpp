@@ -394,7 +394,7 @@ at::Tensor qmatmul_fp32(int64_t kind, bool interleaved, at::Tensor qs, at::Tenso
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < W.N; ++n) {
       vq::dequantize_row(W.kind, W.qrow(n), W.drow(n), W.mrow(n), (int)W.K, W.group_stride(n), row.data());
-      for (int64_t b = 0; b < B; ++b) vq::dot_rows_f32<1>(row.data(), X + b * W.K, (int)W.K, Y + b * W.N + n);
+      for (int64_t b = 0; b < B; ++b) Y[b * W.N + n] = vq::dot_f32(row.data(), X + b * W.K, (int)W.K);
     }
   }
   return y;
