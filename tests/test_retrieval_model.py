@@ -117,10 +117,15 @@ def test_contrastive_loss_spreads_the_target_over_positives():
 def test_training_resumes_bit_for_bit_and_reloads(tmp_path):
     args = ["--scenes", "24", "--fashion", "4", "--digits", "4", "--eval-scenes", "8", "--batch-size", "8"]
     args += ["--save-every", "2"]
-    recipe.main(["--out", str(tmp_path / "a"), "--steps", "4", *args])
-    recipe.main(["--out", str(tmp_path / "b"), "--steps", "4", "--stop-at", "2", *args])
+    from vislang.cli import main as vislang_cli
+
+    def train(*argv):
+        assert vislang_cli(["train-retrieval", *argv]) == 0
+
+    train("--out", str(tmp_path / "a"), "--steps", "4", *args)
+    train("--out", str(tmp_path / "b"), "--steps", "4", "--stop-at", "2", *args)
     assert not (tmp_path / "b" / "trained").exists()
-    recipe.main(["--out", str(tmp_path / "b"), "--steps", "4", "--resume", *args])
+    train("--out", str(tmp_path / "b"), "--steps", "4", "--resume", *args)
     a, b = load_retrieval(tmp_path / "a" / "trained"), load_retrieval(tmp_path / "b" / "trained")
     sa, sb = a.trainable_state(), b.trainable_state()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -15,7 +15,7 @@ from .eval.cli import add_eval_parser
 from .generation.quantize import FORMATS
 from .search.cli import add_search_parser
 from .serve.cli import add_serve_parser
-from .train.cli import add_train_parser
+from .train.cli import add_retrieval_parser, add_tower_parser, add_train_parser
 
 # the pretrained parts the default model is assembled from: (distribution, what it gives, install)
 ASSETS = [
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_world_parser(sub)
     add_train_parser(sub)
+    add_tower_parser(sub)
+    add_retrieval_parser(sub)
     add_eval_parser(sub)
     bench = sub.add_parser("bench", help="measure generation speed on this machine (default model)")
     bench.add_argument(

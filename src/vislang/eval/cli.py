@@ -215,6 +215,23 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the full result as JSON here")
 
 
+def cmd_eval_retrieval(args) -> int:
+    import vislang
+
+    from .retrieval import label_accuracy, scene_recall
+
+    progress = not os.environ.get("CI")
+    model = vislang.load(args.model)
+    result = {"model": args.model, "scenes": scene_recall(model, args.scenes, progress=progress)}
+    if args.classify:
+        for dataset in ("fashion", "digits"):
+            result[dataset] = label_accuracy(model, dataset, args.classify, progress=progress)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Add `eval world|robustness|pope|dataset` to an argparse subparsers object."""
     evaluate = subparsers.add_parser("eval", help="evaluate a model")
@@ -265,6 +282,12 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     icl.add_argument("--max-new-tokens", type=positive_int, default=8)
     icl.add_argument("--json", default=None, help="write the result as JSON here")
     icl.set_defaults(func=cmd_eval_icl)
+    retrieval = sub.add_parser("retrieval", help="a dual encoder: Recall@k on world scenes, zero-shot labels")
+    retrieval.add_argument("--model", default="retrieval")
+    retrieval.add_argument("--scenes", type=int, default=1000)
+    retrieval.add_argument("--classify", type=int, default=1000, help="test images per dataset")
+    retrieval.add_argument("--json", default=None)
+    retrieval.set_defaults(func=cmd_eval_retrieval)
 
     dataset = sub.add_parser("dataset", help="a local VQA-style file: JSONL, CSV, parquet or arrow")
     dataset.add_argument("path", help="the dataset file")

@@ -1,15 +1,10 @@
 """How well a dual encoder retrieves and classifies: Recall@k both ways on held-out world scenes with
 their canonical captions, and zero-shot accuracy on Fashion-MNIST and MNIST by label prompts.
 
-    python -m vislang.eval.retrieval [--model retrieval] [--scenes 1000] [--classify 1000] [--json F]
+    vislang eval retrieval [--model retrieval] [--scenes 1000] [--classify 1000] [--json F]
 """
 
 from __future__ import annotations
-
-import argparse
-import json
-import os
-import sys
 
 import numpy as np
 import torch
@@ -71,30 +66,3 @@ def label_accuracy(model, dataset: str, n: int, batch: int = 64, progress: bool 
         guess = (model.embed(images=chunk)["image_embeds"].float() @ text.T).argmax(1).numpy()
         right += int((guess == labels[i : i + len(chunk)].astype(np.int64)).sum())
     return {"n": n, "accuracy": right / n, "chance": 1 / len(names)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import vislang
-
-    p = argparse.ArgumentParser(prog="python -m vislang.eval.retrieval", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="retrieval")
-    p.add_argument("--scenes", type=int, default=1000)
-    p.add_argument("--classify", type=int, default=1000, help="test images per dataset")
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    progress = not os.environ.get("CI")
-    model = vislang.load(args.model)
-    result = {"model": args.model, "scenes": scene_recall(model, args.scenes, progress=progress)}
-    if args.classify:
-        for dataset in ("fashion", "digits"):
-            result[dataset] = label_accuracy(model, dataset, args.classify, progress=progress)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        from .cli import write_json
-
-        write_json(result, args.json)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from ..kernels import native
+from ..nn.norms import RMSNorm
+from ..text.decoder import DecoderLayer
 from .blocks import BlockLinear
 from .quantize import prefilling
 
@@ -72,10 +74,7 @@ def _build(decoder: nn.Module):
             getattr(layer, "input_layernorm", None),
             getattr(layer, "post_attention_layernorm", None),
         ]
-        if (
-            any(n is None or type(n).__name__ != "RMSNorm" for n in norms_here)
-            or type(layer).__name__ != "DecoderLayer"
-        ):
+        if not isinstance(layer, DecoderLayer) or not all(isinstance(n, RMSNorm) for n in norms_here):
             return None
         if not all(p is not None and _fits(p) for p in parts):
             return None

@@ -1,6 +1,6 @@
 """Train vislang's retrieval model (models/retrieval.py) on the world: LiT with a locked image tower.
 
-    python -m vislang.train.retrieval --out runs/retrieval [--scenes 8000] [--steps 600]
+    vislang train-retrieval --out runs/retrieval [--scenes 8000] [--steps 600]
 
 Both towers' locked parts run once per image and per text (the features are cached under OUT, in
 shards, so a stopped run resumes where it was); training then reads the cache: the image head, the
@@ -13,11 +13,10 @@ of one label, so every text of that label counts as a positive. Checkpoints ever
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,24 +157,29 @@ def recall_at(model: RetrievalModel, grids: torch.Tensor, captions: list[str], l
     return recall_at_k(F.normalize(img, dim=-1), F.normalize(txt, dim=-1))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vislang.train.retrieval", description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--scenes", type=int, default=8000)
-    p.add_argument("--fashion", type=int, default=1500)
-    p.add_argument("--digits", type=int, default=1500)
-    p.add_argument("--eval-scenes", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--text-lr", type=float, default=1e-4)
-    p.add_argument("--phrase-p", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-every", type=int, default=50)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) at this step")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+@dataclass
+class RetrievalRun:
+    """What `train_retrieval` does (`vislang train-retrieval` takes each as a flag)."""
+
+    out: Path
+    scenes: int = 8000
+    fashion: int = 1500
+    digits: int = 1500
+    eval_scenes: int = 1000
+    steps: int = 600
+    batch_size: int = 256
+    lr: float = 1e-3
+    text_lr: float = 1e-4
+    phrase_p: float = 0.2
+    seed: int = 0
+    save_every: int = 50
+    resume: bool = False
+    stop_at: int | None = None  # stop (with a checkpoint) at this step
+
+
+def train_retrieval(args: RetrievalRun) -> dict | None:
+    """Train (or continue) a run; its held-out recall when it finished, None when it stopped early."""
+    args.out = Path(args.out)
     progress = not os.environ.get("CI")
 
     model = build_retrieval(seed=args.seed)
@@ -238,13 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     if step < args.steps:
         log.info("stopped at step %d of %d; continue with --resume", step, args.steps)
-        return 0
+        return None
     model.eval()
     model.save_trained(args.out / "trained")
-    result = recall_at(model, test_grids, test_captions, test_locked)
-    print(json.dumps(result, indent=2))  # the command's output
-    return 0
+    return recall_at(model, test_grids, test_captions, test_locked)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the same command as `vislang train-retrieval`
+    from ..cli import main
+
+    sys.exit(main(["train-retrieval", *sys.argv[1:]]))

@@ -6,8 +6,8 @@ alone and a 2-core CPU sees hundreds of thousands of images. Sample i of the str
 of (seed, i), and everything else a step depends on is in the checkpoint, so a resumed run repeats the
 very same losses.
 
-python -m vislang.train.tower --out runs/tower --steps 20000 --max-minutes 60
-python -m vislang.train.tower --out runs/tower --resume
+vislang train-tower --out runs/tower --steps 20000 --max-minutes 60
+vislang train-tower --out runs/tower --resume
 
 The run leaves tower.safetensors (keys exactly QwenVisionTransformer's, for a Qwen2-VL's `vision`),
 heads.safetensors, tower_config.json, log.csv (losses and metrics a step), loss.png and eval.json.
@@ -15,7 +15,6 @@ heads.safetensors, tower_config.json, log.csv (losses and metrics a step), loss.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -290,57 +289,7 @@ def parse_families(text: str) -> dict[str, float]:
     return {name.strip(): float(weight) for name, weight in pairs}
 
 
-def main(argv: list[str] | None = None) -> int:
-    d, v = TowerConfig(), default_vision()
-    p = argparse.ArgumentParser(prog="python -m vislang.train.tower", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument(
-        "--max-minutes", type=float, default=None, help="stop cleanly at a checkpoint after this long"
-    )
-    p.add_argument(
-        "--max-steps", type=int, default=None, help="stop cleanly after this many steps in this call"
-    )
-    p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
-    p.add_argument("--depth", type=int, default=v.depth)
-    p.add_argument("--width", type=int, default=v.embed_dim)
-    p.add_argument("--heads", type=int, default=v.num_heads)
-    p.add_argument("--families", type=parse_families, default=None, help="e.g. scene=0.5,text=0.3,video=0.2")
-    p.add_argument(
-        "--size", type=int, nargs=2, action="append", metavar=("W", "H"), help="canvas; repeatable"
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--init", default=None, help="start from the tower (and heads) of this run directory")
-    p.add_argument("--fp32", action="store_true", help="no bfloat16 autocast")
-    p.add_argument("--eval-samples", type=int, default=d.eval_samples)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 shares a busy CPU best)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    vision = dataclasses.replace(v, depth=args.depth, embed_dim=args.width, num_heads=args.heads)
-    cfg = dataclasses.replace(
-        d, vision=vision, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=min(args.warmup_steps, args.steps), checkpoint_minutes=args.checkpoint_minutes,
-        families=args.families or d.families, sizes=[list(s) for s in args.size] if args.size else d.sizes,
-        seed=args.seed, bf16=not args.fp32, eval_samples=args.eval_samples, head_hidden=args.width,
-        init=args.init,
-    )  # fmt: skip
-    out = Path(args.out)
-    if args.resume and (out / "config.json").exists():  # the run's own config, not the flags' defaults
-        cfg = TowerConfig.from_dict(json.loads((out / "config.json").read_text()))
-    result = train_tower(cfg, out, args.resume, args.device, args.max_minutes, args.max_steps)
-    if result.finished:
-        print(json.dumps(result.metrics, indent=2), file=sys.stdout)
-    else:
-        print(f"stopped after step {len(result.log)} of {cfg.steps}; continue with --resume", file=sys.stderr)
-    return 0
+if __name__ == "__main__":  # the same command as `vislang train-tower`
+    from ..cli import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train-tower", *sys.argv[1:]]))
